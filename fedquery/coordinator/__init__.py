@@ -1,0 +1,1 @@
+"""Coordinator: dispatch to sites, combine their protected partials, post-process, report."""

@@ -1,0 +1,97 @@
+"""Combine the sites' partials and post-process them, with DuckDB over Arrow.
+
+The result's column names and types are DuckDB's own for the analyst's query: they are taken
+from DuckDB's binder run on an empty copy of the federation catalog, so a federated answer
+has exactly the shape the same query has on pooled data.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+from sqlglot import exp
+
+from fedquery.catalog import Catalog
+from fedquery.errors import CatalogError, InternalError, ProgrammingError
+from fedquery.ir import FederatedPlan
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class Combiner:
+    def __init__(self, catalog: Catalog) -> None:
+        self._con = duckdb.connect()
+        for name, table in catalog.tables.items():
+            cols = ", ".join(f"{_quote(c)} {t}" for c, t in table.columns.items())
+            if cols:
+                self._con.execute(f"CREATE TABLE {_quote(name)} ({cols})")
+        self._con.execute("SET enable_external_access = false")
+        self._con.execute("SET lock_configuration = true")
+        self._schemas: dict[str, list[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def result_schema(self, sql: str) -> list[tuple[str, str]]:
+        """(name, DuckDB type) of every output column of the analyst's query."""
+        with self._lock:
+            cached = self._schemas.get(sql)
+        if cached is not None:
+            return cached
+        cur = self._con.cursor()
+        try:
+            rows = cur.execute(f"DESCRIBE {sql}").fetchall()
+        except duckdb.BinderException as err:
+            raise CatalogError(str(err).split("\n")[0]) from None
+        except duckdb.Error as err:
+            raise ProgrammingError(f"DuckDB cannot type the query: {err}") from None
+        finally:
+            cur.close()
+        schema = [(r[0], r[1]) for r in rows]
+        with self._lock:
+            if len(self._schemas) > 1024:
+                self._schemas.clear()
+            self._schemas[sql] = schema
+        return schema
+
+    def combine(self, plan: FederatedPlan, partials: list[pa.Table]) -> pa.Table:
+        """Merge the sites' partial tables into one row per group."""
+        expected = list(plan.fragment.group_columns) + [p.name for p in plan.fragment.partials]
+        for table in partials:
+            if table.column_names != expected:
+                raise InternalError(f"a site returned columns {table.column_names}, expected "
+                                    f"{expected}")
+        merged = pa.concat_tables(partials, promote_options="permissive")
+        cur = self._con.cursor()
+        try:
+            cur.register("partials", merged)
+            return cur.sql(plan.combine_sql).to_arrow_table()
+        finally:
+            cur.close()
+
+    def post_process(self, plan: FederatedPlan, combined: pa.Table,
+                     schema: list[tuple[str, str]]) -> pa.Table:
+        """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
+        result types and names."""
+        post = sqlglot.parse_one(plan.post_sql, read="duckdb")
+        if len(post.expressions) != len(schema):
+            raise InternalError("the plan's outputs do not match the query's result columns")
+        post.set("expressions", [
+            exp.alias_(exp.cast(p.unalias(), exp.DataType.build(typ, dialect="duckdb")),
+                       p.alias, quoted=True)
+            for p, (_, typ) in zip(post.expressions, schema)])
+        cur = self._con.cursor()
+        try:
+            cur.register("combined", combined)
+            table = cur.sql(post.sql("duckdb")).to_arrow_table()
+        except duckdb.Error as err:
+            raise ProgrammingError(f"post-processing failed: {err}") from None
+        finally:
+            cur.close()
+        table = table.rename_columns([name for name, _ in schema])
+        fields = [f.with_metadata({b"duckdb_type": typ.encode()})
+                  for f, (_, typ) in zip(table.schema, schema)]
+        return table.cast(pa.schema(fields))

@@ -1,0 +1,81 @@
+"""Fan a request out to every site concurrently, with a deadline per site."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fedquery.errors import (DatabaseError, InterfaceError, NotSupportedError, OperationalError,
+                             ProgrammingError, SiteError, SiteUnavailable)
+from fedquery.ir import QueryRequest, SiteReply
+
+log = logging.getLogger(__name__)
+
+# Errors about the query itself: every site would say the same, so they reach the analyst as is.
+QUERY_ERRORS = (ProgrammingError, NotSupportedError)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    replies: tuple[SiteReply, ...]
+    failures: tuple[tuple[str, Exception], ...]
+
+
+class Dispatcher:
+    def __init__(self, clients: Sequence, max_workers: int | None = None) -> None:
+        self.clients = list(clients)
+        self._pool = cf.ThreadPoolExecutor(max_workers=max_workers or max(len(clients), 1) * 2,
+                                           thread_name_prefix="fedquery-dispatch")
+
+    def gather(self, request: QueryRequest, timeout: float | None,
+               progress: Callable[[int, int], None] | None = None) -> Gathered:
+        """Ask every site; collect replies and per-site failures (never raises for a site)."""
+        futures = {self._pool.submit(client.query, request, timeout): client
+                   for client in self.clients}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies, failures = [], []
+        pending = set(futures)
+        while pending:
+            wait = None if deadline is None else max(deadline - time.monotonic(), 0)
+            done, pending = cf.wait(pending, timeout=wait, return_when=cf.FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                client = futures[future]
+                try:
+                    replies.append(future.result())
+                except QUERY_ERRORS as err:
+                    failures.append((client.name, err))
+                except (DatabaseError, InterfaceError) as err:
+                    failures.append((client.name, err if isinstance(err, SiteError)
+                                     else SiteError(client.name, str(err))))
+                except Exception as err:  # noqa: BLE001 - a broken site must not break us
+                    log.exception("site %s failed", client.name)
+                    failures.append((client.name, SiteError(client.name,
+                                                            f"{type(err).__name__}: {err}")))
+            if progress is not None:
+                progress(len(replies), len(self.clients))
+        for future in pending:
+            future.cancel()
+            client = futures[future]
+            failures.append((client.name, SiteUnavailable(
+                client.name, f"no answer within the deadline of {timeout:g} s")))
+        return Gathered(tuple(replies), tuple(failures))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def raise_for_failures(gathered: Gathered) -> None:
+    """Raise the most relevant failure: a query error first, else the first site failure."""
+    for _, err in gathered.failures:
+        if isinstance(err, QUERY_ERRORS):
+            raise err
+    for _, err in gathered.failures:
+        if isinstance(err, OperationalError):
+            raise err
+    if gathered.failures:
+        raise gathered.failures[0][1]

@@ -1,0 +1,148 @@
+"""PEP 249 connection and cursor over an :class:`~fedquery.engine.Engine`, Arrow-native.
+
+Rows are built on top of the released Arrow table; ``fetch_arrow_table()`` and ``fetch_df()``
+return it directly.  Vendor extensions are prefixed ``fq_``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+
+from fedquery.errors import InterfaceError, NotSupportedError
+from fedquery.ir import Release, Report, Settings
+
+
+def _duckdb_type(field: pa.Field) -> str:
+    return (field.metadata or {}).get(b"duckdb_type", str(field.type).encode()).decode()
+
+
+def _column_values(field: pa.Field, column: pa.ChunkedArray) -> list:
+    values = column.to_pylist()
+    if _duckdb_type(field) in ("HUGEINT", "UHUGEINT"):  # travels as decimal128(38, 0)
+        values = [None if v is None else int(v) for v in values]
+    return values
+
+
+class _Closeable:
+    closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise InterfaceError(f"{type(self).__name__.lower()} is closed")
+
+
+class Connection(_Closeable):
+    def __init__(self, engine, *, user: str = "analyst") -> None:
+        self.engine = engine
+        self.user = user
+        self.settings = Settings()
+
+    def cursor(self) -> Cursor:
+        self._check_open()
+        return Cursor(self)
+
+    def commit(self) -> None:
+        """A no-op: fedquery is read-only, there is never anything to commit."""
+        self._check_open()
+
+    def rollback(self) -> None:
+        raise NotSupportedError("fedquery is read-only: there are no transactions to roll back")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.engine.close()
+        super().close()
+
+
+class Cursor(_Closeable):
+    arraysize = 1
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._release: Release | None = None
+        self._rows: list[tuple] | None = None
+        self._pos = 0
+
+    # -- execution ---------------------------------------------------------------------------
+
+    def execute(self, operation: str, parameters: Any = None) -> Cursor:
+        self._check_open()
+        self.connection._check_open()
+        if parameters:
+            raise NotSupportedError("query parameters are not supported yet")
+        self._release = self.connection.engine.execute(
+            operation, analyst=self.connection.user, settings=self.connection.settings)
+        self._rows = None
+        self._pos = 0
+        return self
+
+    # -- results -------------------------------------------------------------------------------
+
+    def _table(self) -> pa.Table:
+        if self._release is None:
+            raise InterfaceError("no result: call execute() first")
+        return self._release.table
+
+    def _materialise(self) -> list[tuple]:
+        if self._rows is None:
+            table = self._table()
+            columns = [_column_values(f, c) for f, c in zip(table.schema, table.columns)]
+            self._rows = list(zip(*columns)) if columns else []
+        return self._rows
+
+    @property
+    def description(self):
+        if self._release is None:
+            return None
+        return [(f.name, _duckdb_type(f), None, None, None, None, f.nullable)
+                for f in self._release.table.schema]
+
+    @property
+    def rowcount(self) -> int:
+        return -1 if self._release is None else self._release.table.num_rows
+
+    @property
+    def fq_report(self) -> Report | None:
+        return None if self._release is None else self._release.report
+
+    def fetchone(self) -> tuple | None:
+        rows = self._materialise()
+        if self._pos >= len(rows):
+            return None
+        self._pos += 1
+        return rows[self._pos - 1]
+
+    def fetchmany(self, size: int | None = None) -> list[tuple]:
+        rows = self._materialise()
+        size = self.arraysize if size is None else size
+        out = rows[self._pos:self._pos + size]
+        self._pos += len(out)
+        return out
+
+    def fetchall(self) -> list[tuple]:
+        rows = self._materialise()
+        out = rows[self._pos:]
+        self._pos = len(rows)
+        return out
+
+    def __iter__(self) -> Iterator[tuple]:
+        while (row := self.fetchone()) is not None:
+            yield row
+
+    def fetch_arrow_table(self) -> pa.Table:
+        return self._table()
+
+    def fetch_df(self):
+        return self._table().to_pandas()

@@ -1,0 +1,94 @@
+"""The composition root: wires sql → plan → transport → coordinator for one federation.
+
+Nothing here decides anything about SQL or privacy; each stage owns its decisions.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+
+from fedquery.catalog import Catalog
+from fedquery.coordinator.combine import Combiner
+from fedquery.coordinator.dispatch import Dispatcher, raise_for_failures
+from fedquery.errors import ConfigError, OperationalError
+from fedquery.ir import QueryRequest, Release, Report, Settings
+from fedquery.plan import plan_query
+from fedquery.policy import strictest
+from fedquery.sql import analyze
+from fedquery.sql.lineage import base_columns_of_query
+
+log = logging.getLogger(__name__)
+
+ON_SITE_FAILURE = ("fail", "partial")
+
+
+class Engine:
+    """A federation of sites reachable through :class:`~fedquery.transport.SiteClient`s."""
+
+    def __init__(self, clients: Sequence, *, timeout: float | None = 60.0,
+                 on_site_failure: str = "fail", min_sites: int | None = None) -> None:
+        if not clients:
+            raise ConfigError("a federation needs at least one site")
+        if on_site_failure not in ON_SITE_FAILURE:
+            raise ConfigError(f"on_site_failure must be one of {ON_SITE_FAILURE}, not "
+                              f"{on_site_failure!r}", key="on_site_failure")
+        names = [c.name for c in clients]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"site names must be unique, got {names}")
+        self.clients = list(clients)
+        self.timeout = timeout
+        self.on_site_failure = on_site_failure
+        with cf.ThreadPoolExecutor(max_workers=len(clients)) as pool:
+            site_catalogs = list(pool.map(lambda c: c.catalog(), clients))
+        self.catalog = Catalog.build(site_catalogs)
+        self.requirements = strictest(c.requirements for c in site_catalogs if c.requirements)
+        self.min_sites = max(min_sites or 1, self.requirements.min_sites)
+        self.privacy_units = {name: t.privacy_unit for name, t in self.catalog.tables.items()
+                              if t.privacy_unit}
+        self._schema = self.catalog.schema()
+        self._combiner = Combiner(self.catalog)
+        self._dispatcher = Dispatcher(self.clients)
+
+    def execute(self, sql: str, *, analyst: str, settings: Settings = Settings(),
+                progress: Callable[[int, int], None] | None = None) -> Release:
+        query = analyze(sql, self._schema)
+        columns = base_columns_of_query(query)
+        plan = plan_query(query, self.privacy_units)
+        self.catalog.check_usable(plan.tables, columns)
+        schema = self._combiner.result_schema(sql)
+        request = QueryRequest(sql=sql, analyst=analyst, settings=settings,
+                               query_id=uuid.uuid4().hex, fingerprint=plan.fingerprint)
+        log.debug("query %s planned: %d partials, %d group keys", request.query_id,
+                  len(plan.fragment.partials), len(plan.fragment.group_columns))
+        gathered = self._dispatcher.gather(request, self.timeout, progress)
+        self._check_enough_sites(gathered)
+        combined = self._combiner.combine(plan, [r.partials for r in gathered.replies])
+        table = self._combiner.post_process(plan, combined, schema)
+        report = Report(mode=f"{self.requirements.aggregation}/{self.requirements.noise}",
+                        sites_answered=tuple(sorted(r.site for r in gathered.replies)),
+                        sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
+                        suppressed_cells=sum(r.suppressed for r in gathered.replies),
+                        notes=plan.notes)
+        return Release(table=table, report=report)
+
+    def _check_enough_sites(self, gathered) -> None:
+        """``fail``: any failing site fails the query.  ``partial``: release when at least
+        ``min_sites`` answered; the report names the sites that did not."""
+        if not gathered.failures:
+            return
+        if self.on_site_failure == "partial":
+            if len(gathered.replies) >= self.min_sites:
+                return
+            causes = "; ".join(str(e) for _, e in gathered.failures)
+            raise OperationalError(
+                f"only {len(gathered.replies)} of {len(self.clients)} sites answered, fewer "
+                f"than min_sites={self.min_sites}; nothing was released ({causes})")
+        raise_for_failures(gathered)
+
+    def close(self) -> None:
+        self._dispatcher.close()
+        for client in self.clients:
+            client.close()

@@ -1,0 +1,175 @@
+"""Frozen dataclasses passed between the stages of a query.
+
+No behaviour and no IO lives here: a stage receives one of these and returns a new one, so no
+stage can quietly change what an earlier one decided.  The planner may add requirements to a
+Decision, never drop one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+# ---------------------------------------------------------------------------------------------
+# Catalog
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str  # DuckDB type name, e.g. "INTEGER", "DECIMAL(15,2)", "VARCHAR"
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    columns: tuple[ColumnInfo, ...]
+    privacy_unit: str | None = None
+
+    def column(self, name: str) -> ColumnInfo | None:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        return None
+
+
+@dataclass(frozen=True)
+class SiteCatalog:
+    """What one site says it holds (already filtered by its own policy), and the public
+    summary of its policy's requirements."""
+
+    site: str
+    tables: tuple[TableInfo, ...]
+    requirements: Requirements | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Session settings and policy decision
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Session settings sent with every query (``SET name = value``)."""
+
+    values: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, name: str, default: Any = None) -> Any:
+        for key, value in self.values:
+            if key == name:
+                return value
+        return default
+
+
+@dataclass(frozen=True)
+class RuleHit:
+    """One policy rule that fired: its id, where, on what, and how to fix the query."""
+
+    rule: str
+    site: str
+    subject: str
+    message: str
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What the protection stage must do, the strictest over all participating sites."""
+
+    min_cell_count: int = 1
+    dominance: tuple[int, float] | None = None  # (n, k): top n contributors hold > k% of a sum
+    min_sites: int = 1
+    max_groups: int | None = None
+    noise: str = "none"  # none | laplace | gaussian
+    aggregation: str = "plain"  # plain | secure
+    epsilon: float | None = None
+    delta: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    requirements: Requirements
+    fired: tuple[RuleHit, ...] = ()
+    policy_hash: str = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass(frozen=True)
+class Partial:
+    """One additive (or combinable) partial column that each site computes per group.
+
+    ``kind`` is one of ``count``, ``sum``, ``sumsq``, ``min``, ``max``, ``count_distinct_unit``;
+    ``combine`` is the aggregate that merges it across sites (``SUM``, ``MIN`` or ``MAX``).
+    """
+
+    name: str
+    kind: str
+    sql: str  # the site-side aggregate expression, DuckDB dialect
+    combine: str
+    argument: str = ""  # the aggregated expression (for bounding); "" for COUNT(*)
+
+
+@dataclass(frozen=True)
+class SiteFragment:
+    """The SQL a site runs on its own data and the shape of what it returns."""
+
+    sql: str
+    group_columns: tuple[str, ...]
+    partials: tuple[Partial, ...]
+
+
+@dataclass(frozen=True)
+class FederatedPlan:
+    fragment: SiteFragment
+    combine_sql: str  # over a relation named ``partials``; yields group columns + ``c_*`` columns
+    post_sql: str  # over a relation named ``combined``; yields output columns ``o_*``
+    output_names: tuple[str, ...]
+    fingerprint: str  # sha256 of the fragment and combine, so sites and coordinator can agree
+    tables: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # caveats the release report must carry
+
+
+# ---------------------------------------------------------------------------------------------
+# Site replies and the release
+
+
+@dataclass(frozen=True)
+class SiteReply:
+    site: str
+    fingerprint: str
+    partials: pa.Table
+    suppressed: int = 0  # number of this site's cells suppressed by its own disclosure check
+    meta: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    mode: str
+    sites_answered: tuple[str, ...]
+    sites_failed: tuple[tuple[str, str], ...] = ()
+    suppressed_cells: int = 0
+    epsilon_spent: tuple[tuple[str, float], ...] = ()
+    notes: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Release:
+    table: pa.Table
+    report: Report
+
+
+@dataclass(frozen=True)
+class QueryRequest:
+    """What the coordinator sends a site: the analyst's original SQL, never a fragment."""
+
+    sql: str
+    analyst: str
+    settings: Settings = Settings()
+    query_id: str = ""
+    fingerprint: str = ""  # the coordinator's plan fingerprint; the site checks it agrees

@@ -1,0 +1,93 @@
+"""Rules: the combine query (merge the sites' partials per group) and the post-processing
+query (rebuild the analyst's expressions from combined values; HAVING, ORDER BY, LIMIT).
+
+The combine query reads a relation ``partials`` (every site's rows) and yields the group
+columns ``g_*`` and combined columns ``c_*``; the post-processing query reads ``combined`` and
+yields the output columns ``o_*``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlglot import exp
+
+from fedquery.errors import ProgrammingError
+from fedquery.plan.decompose import aggregate_units
+from fedquery.plan.state import PlanState
+
+DIALECT = "duckdb"
+
+
+def build_combine(state: PlanState) -> PlanState:
+    """``SELECT g_*, SUM(p_i) AS c_i, … FROM partials GROUP BY g_*``."""
+    groups = [exp.column(g, quoted=True) for g in state.group_names]
+    aggs = [exp.alias_(exp.func(p.combine, exp.column(p.name, quoted=True)), "c_" + p.name[2:],
+                       quoted=True) for p in state.partials]
+    select = exp.select(*groups, *aggs).from_("partials")
+    if groups:
+        select = select.group_by(*[g.copy() for g in groups])
+    return replace(state, combine_sql=select.sql(DIALECT))
+
+
+def _rewriter(state: PlanState):
+    keys = {k.sql(): exp.column(g, quoted=True) for k, g in zip(state.group_keys,
+                                                                  state.group_names)}
+    aggs = {a.key: a.combined for a in state.aggregates}
+
+    def rewrite(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Filter | exp.AggFunc | exp.Anonymous):
+            units = aggregate_units(node)
+            if units and units[0] is node:
+                return aggs[node.sql(DIALECT)].copy()
+        replacement = keys.get(node.sql())
+        if replacement is not None:
+            return replacement.copy()
+        return node
+
+    def to_post(expression: exp.Expression) -> exp.Expression:
+        out = expression.copy().transform(rewrite)
+        for column in out.find_all(exp.Column):
+            if column.table:
+                raise ProgrammingError(
+                    f"column {column.sql(DIALECT)} must appear in the GROUP BY clause or be "
+                    "used in an aggregate function")
+        return out
+    return to_post
+
+
+def _order_items(state: PlanState, to_post) -> list[exp.Expression]:
+    order = state.query.args.get("order")
+    if order is None:
+        return []
+    aliases = {p.alias.lower(): p.unalias() for p in state.query.expressions if p.alias}
+    items = []
+    for ordered in order.expressions:
+        target = ordered.this
+        if isinstance(target, exp.Column) and not target.table and target.name.lower() in aliases:
+            target = aliases[target.name.lower()]
+        item = ordered.copy()
+        item.set("this", to_post(target))
+        items.append(item)
+    return items
+
+
+def build_post_process(state: PlanState) -> PlanState:
+    """``SELECT <expr over g_*, c_*> AS o_i … FROM combined [WHERE having] [ORDER BY] [LIMIT]``."""
+    to_post = _rewriter(state)
+    query = state.query
+    outputs = [exp.alias_(to_post(p.unalias()), f"o_{i}", quoted=True)
+               for i, p in enumerate(query.expressions)]
+    post = exp.select(*outputs).from_("combined")
+    if query.args.get("distinct"):
+        post.set("distinct", exp.Distinct())
+    having = query.args.get("having")
+    if having is not None:
+        post = post.where(to_post(having.this))
+    order_items = _order_items(state, to_post)
+    if order_items:
+        post.set("order", exp.Order(expressions=order_items))
+    for arg in ("limit", "offset"):
+        if query.args.get(arg) is not None:
+            post.set(arg, query.args[arg].copy())
+    return replace(state, post_sql=post.sql(DIALECT))

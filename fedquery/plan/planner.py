@@ -1,0 +1,63 @@
+"""The planner: a tuple of small pure rules run in order by one driver.
+
+>>> from fedquery.sql import parse_statement, qualify_query
+>>> q = qualify_query(parse_statement("SELECT sex, COUNT(*) AS n FROM p GROUP BY sex"),
+...                   {"p": {"sex": "VARCHAR"}})
+>>> plan = plan_query(q)
+>>> plan.fragment.sql
+'SELECT "p"."sex" AS "g_0", COUNT(*) AS "p_0" FROM "p" AS "p" GROUP BY "p"."sex"'
+>>> plan.combine_sql
+'SELECT "g_0", SUM("p_0") AS "c_0" FROM partials GROUP BY "g_0"'
+>>> plan.post_sql
+'SELECT "g_0" AS "o_0", "c_0" AS "o_1" FROM combined'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+
+from sqlglot import exp
+
+from fedquery.ir import FederatedPlan, SiteFragment
+from fedquery.plan.combine import build_combine, build_post_process
+from fedquery.plan.decompose import decompose_aggregates
+from fedquery.plan.fragment import push_to_sites
+from fedquery.plan.groups import resolve_group_keys
+from fedquery.plan.state import PlanState
+
+log = logging.getLogger(__name__)
+
+Rule = Callable[[PlanState], PlanState]
+
+RULES: tuple[Rule, ...] = (
+    resolve_group_keys,
+    decompose_aggregates,
+    push_to_sites,
+    build_combine,
+    build_post_process,
+)
+
+
+def _fingerprint(state: PlanState) -> str:
+    """Identifies what the sites compute: group keys and partials (not the FROM text, which
+    may differ harmlessly when sites expand ``*`` over extra local columns)."""
+    parts = [k.sql() for k in state.group_keys]
+    parts += [f"{p.name}:{p.kind}:{p.sql}" for p in state.partials]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = None,
+               rules: tuple[Rule, ...] = RULES) -> FederatedPlan:
+    """Plan a qualified, supported SELECT into site fragment + combine + post-processing."""
+    state = PlanState(query=query, privacy_units=dict(privacy_units or {}))
+    for rule in rules:
+        state = rule(state)
+        log.debug("plan rule %s done", rule.__name__)
+    fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials)
+    tables = tuple(sorted({t.name.lower() for t in query.find_all(exp.Table)}))
+    return FederatedPlan(fragment=fragment, combine_sql=state.combine_sql,
+                         post_sql=state.post_sql,
+                         output_names=tuple(p.alias_or_name for p in query.expressions),
+                         fingerprint=_fingerprint(state), tables=tables, notes=state.notes)

@@ -1,0 +1,35 @@
+"""The planner's working state, threaded through the rules of ``planner.RULES``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from fedquery.ir import Partial
+
+
+@dataclass(frozen=True)
+class AggregateUse:
+    """One distinct aggregate of the query and how it is rebuilt from combined partials."""
+
+    key: str  # SQL text of the aggregate (with its FILTER), used to find it again
+    name: str  # upper-case aggregate name, e.g. "AVG"
+    combined: exp.Expression  # expression over the combined ``c_*`` columns
+
+
+@dataclass(frozen=True)
+class PlanState:
+    query: exp.Select
+    privacy_units: dict[str, str] = field(default_factory=dict)  # table → unit column
+    group_keys: tuple[exp.Expression, ...] = ()
+    aggregates: tuple[AggregateUse, ...] = ()
+    partials: tuple[Partial, ...] = ()
+    fragment_sql: str = ""
+    combine_sql: str = ""
+    post_sql: str = ""
+    notes: tuple[str, ...] = ()
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(f"g_{i}" for i in range(len(self.group_keys)))

@@ -1,0 +1,1 @@
+"""A site: its data (through an engine adapter), its policy, its fragment, its protection."""

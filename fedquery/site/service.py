@@ -1,0 +1,60 @@
+"""The site service: everything a site does with one analyst request.
+
+A site trusts nobody: it receives the analyst's original SQL, parses and qualifies it against
+its own catalog, checks it against its own policy, plans its own fragment, runs it on its own
+data and protects the result before anything leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from fedquery.errors import InternalError, PolicyViolation
+from fedquery.ir import QueryRequest, SiteCatalog, SiteReply, TableInfo
+from fedquery.plan import plan_query
+from fedquery.policy import Policy, decide, resolve_policy
+from fedquery.sql import analyze
+
+log = logging.getLogger(__name__)
+
+
+class SiteService:
+    def __init__(self, name: str, adapter, policy: str | Policy = "open",
+                 privacy_units: Mapping[str, str] | None = None) -> None:
+        self.name = name
+        self.adapter = adapter
+        self.policy = resolve_policy(policy)
+        units = {k.lower(): v.lower() for k, v in (privacy_units or {}).items()}
+        self._tables = tuple(
+            TableInfo(t.name.lower(), t.columns, units.get(t.name.lower()))
+            for t in adapter.describe())
+        self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
+        self._schema = {t.name: {c.name.lower(): c.type for c in t.columns}
+                        for t in self._tables}
+
+    def catalog(self) -> SiteCatalog:
+        return SiteCatalog(self.name, self._tables, self.policy.requirements())
+
+    def health(self) -> dict:
+        return {"site": self.name, "status": "ok", "tables": len(self._tables)}
+
+    def query(self, request: QueryRequest) -> SiteReply:
+        started = time.perf_counter()
+        query = analyze(request.sql, self._schema)
+        decision = decide(query, self.policy, self.name)
+        if not decision.allowed:
+            raise PolicyViolation(f"site {self.name!r} refuses the query", rules=decision.fired)
+        plan = plan_query(query, self._units)
+        if request.fingerprint and request.fingerprint != plan.fingerprint:
+            raise InternalError(f"site {self.name!r} derived a different plan than the "
+                                "coordinator (its catalog differs); refusing to answer")
+        partials = self.adapter.execute(plan.fragment.sql)
+        log.info("site=%s query_id=%s analyst=%s groups=%d ms=%.1f", self.name,
+                 request.query_id, request.analyst, partials.num_rows,
+                 (time.perf_counter() - started) * 1000)
+        return SiteReply(site=self.name, fingerprint=plan.fingerprint, partials=partials)
+
+    def close(self) -> None:
+        self.adapter.close()

@@ -1,0 +1,187 @@
+"""Versioned, schema-checked wire codec between coordinator and sites.
+
+Requests and catalogs are JSON objects with a ``version`` field, checked field by field (no
+``eval``, no pickle).  Replies are Arrow IPC streams whose schema metadata carries the reply
+header.  Anything malformed raises :class:`MalformedMessage` naming what was wrong.
+
+>>> from fedquery.ir import QueryRequest, Settings
+>>> req = QueryRequest("SELECT COUNT(*) FROM t", "alice", Settings((("epsilon", 0.5),)), "q1")
+>>> decode_request(encode_request(req)) == req
+True
+>>> decode_request(b'{"version": 99}')
+Traceback (most recent call last):
+...
+fedquery.transport.codec.MalformedMessage: unsupported request version 99 (this site speaks version 1)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from fedquery.errors import InterfaceError
+from fedquery.ir import (ColumnInfo, QueryRequest, Requirements, Settings, SiteCatalog,
+                         SiteReply, TableInfo)
+
+VERSION = 1
+MAX_SQL_BYTES = 1_000_000  # an analyst query longer than 1 MB is refused unread
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class MalformedMessage(InterfaceError):
+    """A request or reply that does not follow the wire format."""
+
+
+def _load(data: bytes, what: str) -> dict:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise MalformedMessage(f"{what} must be bytes")
+    try:
+        obj = json.loads(bytes(data).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise MalformedMessage(f"{what} is not UTF-8 JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise MalformedMessage(f"{what} must be a JSON object")
+    version = obj.get("version")
+    if version != VERSION:
+        raise MalformedMessage(f"unsupported {what} version {version!r} (this site speaks "
+                               f"version {VERSION})")
+    return obj
+
+
+def _field(obj: dict, name: str, kind: type | tuple, what: str, default: Any = ...) -> Any:
+    if name not in obj:
+        if default is ...:
+            raise MalformedMessage(f"{what} is missing field {name!r}")
+        return default
+    value = obj[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise MalformedMessage(f"{what} field {name!r} has the wrong type")
+    return value
+
+
+# -- requests -------------------------------------------------------------------------------
+
+def encode_request(request: QueryRequest) -> bytes:
+    return json.dumps({
+        "version": VERSION, "sql": request.sql, "analyst": request.analyst,
+        "settings": [[k, v] for k, v in request.settings.values],
+        "query_id": request.query_id, "fingerprint": request.fingerprint,
+    }).encode()
+
+
+def decode_request(data: bytes) -> QueryRequest:
+    if len(data) > MAX_SQL_BYTES + 64_000:
+        raise MalformedMessage(f"request of {len(data)} bytes exceeds the limit of "
+                               f"{MAX_SQL_BYTES} bytes of SQL")
+    obj = _load(data, "request")
+    known = {"version", "sql", "analyst", "settings", "query_id", "fingerprint"}
+    extra = set(obj) - known
+    if extra:
+        raise MalformedMessage(f"request has unknown fields: {', '.join(sorted(extra))}")
+    sql = _field(obj, "sql", str, "request")
+    settings = _field(obj, "settings", list, "request", [])
+    pairs = []
+    for item in settings:
+        if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], str)
+                or not isinstance(item[1], _SCALARS)):
+            raise MalformedMessage("request settings must be [name, scalar] pairs")
+        pairs.append((item[0], item[1]))
+    return QueryRequest(sql=sql, analyst=_field(obj, "analyst", str, "request"),
+                        settings=Settings(tuple(pairs)),
+                        query_id=_field(obj, "query_id", str, "request", ""),
+                        fingerprint=_field(obj, "fingerprint", str, "request", ""))
+
+
+# -- catalogs -------------------------------------------------------------------------------
+
+def _requirements_to_json(req: Requirements | None) -> dict | None:
+    if req is None:
+        return None
+    return {"min_cell_count": req.min_cell_count,
+            "dominance": list(req.dominance) if req.dominance else None,
+            "min_sites": req.min_sites, "max_groups": req.max_groups, "noise": req.noise,
+            "aggregation": req.aggregation, "epsilon": req.epsilon, "delta": req.delta}
+
+
+def _requirements_from_json(obj: Any) -> Requirements | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict):
+        raise MalformedMessage("catalog requirements must be an object")
+    try:
+        dominance = obj.get("dominance")
+        return Requirements(
+            min_cell_count=int(obj["min_cell_count"]),
+            dominance=(int(dominance[0]), float(dominance[1])) if dominance else None,
+            min_sites=int(obj["min_sites"]), max_groups=obj.get("max_groups"),
+            noise=str(obj["noise"]), aggregation=str(obj["aggregation"]),
+            epsilon=obj.get("epsilon"), delta=obj.get("delta"))
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise MalformedMessage(f"catalog requirements are malformed: {err}") from None
+
+
+def encode_catalog(catalog: SiteCatalog) -> bytes:
+    return json.dumps({
+        "version": VERSION, "site": catalog.site,
+        "tables": [{"name": t.name, "privacy_unit": t.privacy_unit,
+                    "columns": [[c.name, c.type] for c in t.columns]} for t in catalog.tables],
+        "requirements": _requirements_to_json(catalog.requirements),
+    }).encode()
+
+
+def decode_catalog(data: bytes) -> SiteCatalog:
+    obj = _load(data, "catalog")
+    tables = []
+    for t in _field(obj, "tables", list, "catalog"):
+        if not isinstance(t, dict):
+            raise MalformedMessage("catalog tables must be objects")
+        cols = _field(t, "columns", list, "catalog table")
+        if not all(isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c)
+                   for c in cols):
+            raise MalformedMessage("catalog columns must be [name, type] pairs")
+        tables.append(TableInfo(_field(t, "name", str, "catalog table"),
+                                tuple(ColumnInfo(c[0], c[1]) for c in cols),
+                                _field(t, "privacy_unit", (str, type(None)), "catalog table",
+                                       None)))
+    return SiteCatalog(_field(obj, "site", str, "catalog"), tuple(tables),
+                       _requirements_from_json(obj.get("requirements")))
+
+
+# -- replies --------------------------------------------------------------------------------
+
+def reply_header(reply: SiteReply) -> dict:
+    return {"version": VERSION, "site": reply.site, "fingerprint": reply.fingerprint,
+            "suppressed": reply.suppressed, "meta": [[k, v] for k, v in reply.meta]}
+
+
+def reply_from_header(header: dict, table: pa.Table) -> SiteReply:
+    meta = _field(header, "meta", list, "reply", [])
+    if not all(isinstance(m, list) and len(m) == 2 and isinstance(m[0], str) for m in meta):
+        raise MalformedMessage("reply meta must be [name, value] pairs")
+    return SiteReply(site=_field(header, "site", str, "reply"),
+                     fingerprint=_field(header, "fingerprint", str, "reply"),
+                     partials=table.replace_schema_metadata(None),
+                     suppressed=_field(header, "suppressed", int, "reply", 0),
+                     meta=tuple((k, v) for k, v in meta))
+
+
+def encode_reply(reply: SiteReply) -> bytes:
+    header = json.dumps(reply_header(reply)).encode()
+    table = reply.partials.replace_schema_metadata({b"fedquery": header})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def decode_reply(data: bytes) -> SiteReply:
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
+    except (pa.ArrowInvalid, pa.ArrowException) as err:
+        raise MalformedMessage(f"reply is not an Arrow IPC stream: {err}") from None
+    raw = (table.schema.metadata or {}).get(b"fedquery")
+    if raw is None:
+        raise MalformedMessage("reply has no fedquery header")
+    return reply_from_header(_load(raw, "reply"), table)
