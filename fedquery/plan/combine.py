@@ -39,7 +39,10 @@ def _rewriter(state: PlanState):
         if isinstance(node, exp.Filter | exp.AggFunc | exp.Anonymous):
             units = aggregate_units(node)
             if units and units[0] is node:
-                return aggs[node.sql(DIALECT)].copy()
+                combined = aggs[node.sql(DIALECT)].copy()
+                # Keep the combined expression one operand wherever it is substituted.
+                return combined if isinstance(combined, exp.Column | exp.Func) else exp.paren(
+                    combined, copy=False)
         replacement = keys.get(node.sql())
         if replacement is not None:
             return replacement.copy()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import sqlglot
 from sqlglot import exp
 
 from fedquery.errors import NotSupportedError
@@ -68,21 +69,19 @@ class _Partials:
         return exp.column("c_" + self._by_sql[key][2:], quoted=True)
 
 
-def _as_double(expr: exp.Expression) -> exp.Expression:
-    return exp.cast(expr, exp.DataType.build("DOUBLE"))
+def _template(sql: str, **columns: exp.Column) -> exp.Expression:
+    """Parse a combine expression written as SQL, with ``{name}`` standing for a column."""
+    return sqlglot.parse_one(sql.format(**{k: c.sql(DIALECT) for k, c in columns.items()}),
+                             read=DIALECT)
 
 
 def _variance(n: exp.Column, s: exp.Column, q: exp.Column, population: bool) -> exp.Expression:
-    """Variance from count n, sum s and sum of squares q, NULL where DuckDB gives NULL."""
-    mean_sq = exp.Div(this=exp.Mul(this=_as_double(s), expression=_as_double(s)),
-                      expression=n.copy())
-    centred = exp.Sub(this=q.copy(), expression=mean_sq)
-    denominator = n.copy() if population else exp.Sub(this=n.copy(), expression=exp.Literal.number(1))
-    value = exp.Greatest(this=exp.Div(this=centred, expression=denominator),
-                         expressions=[exp.Literal.number("0.0")])
-    minimum = 0 if population else 1
-    return exp.Case(ifs=[exp.If(this=exp.GT(this=n.copy(), expression=exp.Literal.number(minimum)),
-                                true=value)])
+    """Variance from count n, sum s and sum of squares q; NULL where DuckDB gives NULL
+    (no rows, or one row for the sample variance); clamped at 0 against rounding."""
+    minimum, denominator = ("0", "{n}") if population else ("1", "({n} - 1)")
+    return _template(
+        "CASE WHEN {n} > " + minimum + " THEN GREATEST(({q} - CAST({s} AS DOUBLE) * "
+        "CAST({s} AS DOUBLE) / {n}) / " + denominator + ", 0.0) END", n=n, s=s, q=q)
 
 
 def _check_distinct_unit(state: PlanState, agg: exp.Count) -> exp.Expression:
@@ -124,16 +123,14 @@ def _decompose(state: PlanState, unit: exp.Expression, alloc: _Partials) -> exp.
         return total
     count = alloc.add("count", exp.Count(this=arg.copy()), cond, arg)
     if isinstance(agg, exp.Avg):
-        return exp.Div(this=_as_double(total),
-                       expression=exp.Nullif(this=count, expression=exp.Literal.number(0)))
-    squares = alloc.add("sumsq", exp.Sum(this=exp.Mul(this=_as_double(arg.copy()),
-                                                      expression=_as_double(arg.copy()))),
-                        cond, arg)
+        return _template("CAST({s} AS DOUBLE) / NULLIF({n}, 0)", s=total, n=count)
+    squares = alloc.add("sumsq", _template("SUM(CAST({x} AS DOUBLE) * CAST({x} AS DOUBLE))",
+                                           x=arg), cond, arg)
     population = isinstance(agg, exp.VariancePop | exp.StddevPop)
     variance = _variance(count, total, squares, population)
     if isinstance(agg, exp.Variance | exp.VariancePop):
         return variance
-    return exp.Sqrt(this=variance)
+    return exp.Sqrt(this=exp.paren(variance, copy=False))
 
 
 def decompose_aggregates(state: PlanState) -> PlanState:

@@ -130,6 +130,8 @@ def _check_function(node: exp.Expression) -> None:
         return
     lowered = name.lower()
     if lowered in _AGGREGATE_ALTERNATIVES:
+        if lowered.startswith("percentile_"):  # sqlglot reads QUANTILE_* as PERCENTILE_*
+            name = f"{name} (QUANTILE_{lowered.split('_')[1].upper()})"
         _refuse(f"{name} cannot be computed exactly from per-site partials; "
                 f"{_AGGREGATE_ALTERNATIVES[lowered]}")
     if type(node) not in SUPPORTED_AGGREGATES and lowered != "mean":

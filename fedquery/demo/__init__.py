@@ -1,0 +1,1 @@
+"""Synthetic hospital data for the demo federation (see ``fedquery.demo.generate``)."""
