@@ -92,7 +92,11 @@ def _check_distinct_unit(state: PlanState, agg: exp.Count) -> exp.Expression:
     arg = args[0]
     bases = trace_expression(root_scope(state.query), arg)
     units = {(t, u) for t, u in state.privacy_units.items()}
-    if not isinstance(arg, exp.Column) or len(bases) != 1 or not bases <= units:
+    # A JOIN ... USING (unit) column is qualified as COALESCE(a.unit, b.unit).
+    columns = [arg] if isinstance(arg, exp.Column) else (
+        [arg.this, *arg.expressions] if isinstance(arg, exp.Coalesce) else [])
+    if (not columns or not all(isinstance(c, exp.Column) for c in columns) or not bases
+            or not bases <= units):
         known = ", ".join(f"{t}.{u}" for t, u in sorted(state.privacy_units.items())) or "none"
         raise NotSupportedError(
             f"COUNT(DISTINCT {arg.sql(DIALECT)}) cannot be combined across sites: the same "

@@ -198,8 +198,8 @@ def check_supported(statement: exp.Expression) -> None:
         _check_inner_query(node, where)
     if select.args.get("from_") is None:
         _refuse("a query needs a FROM clause naming a federation table")
-    if not any(contains_aggregate(e) for e in select.expressions) and not (
-            select.args.get("having") and contains_aggregate(select.args["having"])):
+    clauses = [*select.expressions, select.args.get("having"), select.args.get("order")]
+    if not any(c is not None and contains_aggregate(c) for c in clauses):
         _refuse("queries must aggregate (COUNT, SUM, AVG, ...): row-level results never leave "
                 "a site; for example SELECT sex, COUNT(*) FROM patients GROUP BY sex")
     for projection in select.expressions:
