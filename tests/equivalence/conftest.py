@@ -97,12 +97,11 @@ def _run_pooled(con, sql: str) -> tuple[list[str], list[tuple]]:
     return names, [tuple(r) for r in res.fetchall()]
 
 
-def value_kind(value: Any) -> str | None:
+def _value_kind(value: Any) -> str | None:
     """A coarse type class for comparing result types: int, float, date, timestamp, str, bool.
 
-    DECIMAL counts as float (an engine may legitimately return DOUBLE where DuckDB computes an
-    exact DECIMAL), except integral DECIMAL scale-0 values are not special-cased: DuckDB never
-    returns those for the corpus queries.
+    DECIMAL counts as float: an engine may legitimately return DOUBLE where DuckDB computes an
+    exact DECIMAL (``100.0 * SUM(x)``), but an integer must stay an integer and a date a date.
     """
     if value is None:
         return None
@@ -128,7 +127,7 @@ def _column_kinds(rows: list[tuple]) -> list[set[str]]:
     kinds: list[set[str]] = [set() for _ in rows[0]]
     for row in rows:
         for j, v in enumerate(row):
-            k = value_kind(v)
+            k = _value_kind(v)
             if k is not None:
                 kinds[j].add(k)
     return kinds

@@ -1,0 +1,1 @@
+"""Command line: a thin layer of click commands over the library."""

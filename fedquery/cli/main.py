@@ -1,0 +1,70 @@
+"""``fedquery`` command line entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from fedquery.cli.output import FORMATS, render
+from fedquery.errors import Error
+
+
+def _fail(err: Exception, code: int = 2) -> None:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(code)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="fedquery")
+def main(verbose: int) -> None:
+    """fedquery: privacy-preserving federated SQL for health research networks."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo"), show_default=True, help="Where the demo data lives.")
+@click.option("--sites", default=3, show_default=True, help="Number of hospitals.")
+@click.option("--patients", default=20_000, show_default=True, help="Patients per hospital.")
+@click.option("--seed", default=42, show_default=True, help="Seed of the synthetic data.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True)
+def demo(directory: Path, sites: int, patients: int, seed: int, fmt: str) -> None:
+    """Generate a federation of synthetic hospitals and answer showcase queries."""
+    from fedquery.demo.showcase import SHOWCASE, TABLES, ensure_demo_data
+    from fedquery.engine import Engine
+    from fedquery.site.adapter import DuckDBAdapter
+    from fedquery.site.service import SiteService
+    from fedquery.transport.inprocess import InProcessClient
+
+    started = time.perf_counter()
+    paths = ensure_demo_data(directory, sites, patients, seed)
+    click.echo(f"fedquery demo: {len(paths)} synthetic hospitals × {patients:,} patients in "
+               f"{directory}/data ({time.perf_counter() - started:.1f} s)\n")
+    clients = [InProcessClient(SiteService(
+        site, DuckDBAdapter.from_duckdb_file(path, TABLES), policy="open",
+        privacy_units={t: "patient_id" for t in TABLES})) for site, path in paths.items()]
+    engine = Engine(clients)
+    try:
+        for title, sql in SHOWCASE:
+            started = time.perf_counter()
+            release = engine.execute(sql, analyst="demo")
+            elapsed = (time.perf_counter() - started) * 1000
+            click.echo(f"-- {title}\n{sql}\n")
+            click.echo(render(release.table, fmt))
+            click.echo(f"   sites answered: {', '.join(release.report.sites_answered)}; "
+                       f"{elapsed:.0f} ms\n")
+    except Error as err:
+        _fail(err)
+    finally:
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Protection: disclosure control, noise (OpenDP only) and ciphertexts (TenSEAL only)."""
