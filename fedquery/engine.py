@@ -15,10 +15,8 @@ from fedquery.coordinator.combine import Combiner
 from fedquery.coordinator.dispatch import Dispatcher, raise_for_failures
 from fedquery.errors import ConfigError, OperationalError
 from fedquery.ir import QueryRequest, Release, Report, Settings
-from fedquery.plan import plan_query
+from fedquery.plan.prepare import Preparer
 from fedquery.policy import strictest
-from fedquery.sql import analyze
-from fedquery.sql.lineage import base_columns_of_query
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +46,15 @@ class Engine:
         self.min_sites = max(min_sites or 1, self.requirements.min_sites)
         self.privacy_units = {name: t.privacy_unit for name, t in self.catalog.tables.items()
                               if t.privacy_unit}
-        self._schema = self.catalog.schema()
+        self._preparer = Preparer(self.catalog.schema(), self.privacy_units)
         self._combiner = Combiner(self.catalog)
         self._dispatcher = Dispatcher(self.clients)
 
     def execute(self, sql: str, *, analyst: str, settings: Settings = Settings(),
                 progress: Callable[[int, int], None] | None = None) -> Release:
-        query = analyze(sql, self._schema)
-        columns = base_columns_of_query(query)
-        plan = plan_query(query, self.privacy_units)
-        self.catalog.check_usable(plan.tables, columns)
+        prepared = self._preparer.prepare(sql)
+        plan = prepared.plan
+        self.catalog.check_usable(plan.tables, prepared.base_columns)
         schema = self._combiner.result_schema(sql)
         request = QueryRequest(sql=sql, analyst=analyst, settings=settings,
                                query_id=uuid.uuid4().hex, fingerprint=plan.fingerprint)

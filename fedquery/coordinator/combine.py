@@ -7,6 +7,7 @@ has exactly the shape the same query has on pooled data.
 
 from __future__ import annotations
 
+import functools
 import threading
 
 import duckdb
@@ -72,21 +73,27 @@ class Combiner:
         finally:
             cur.close()
 
-    def post_process(self, plan: FederatedPlan, combined: pa.Table,
-                     schema: list[tuple[str, str]]) -> pa.Table:
-        """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
-        result types and names."""
-        post = sqlglot.parse_one(plan.post_sql, read="duckdb")
+    @functools.lru_cache(maxsize=512)  # noqa: B019 - one Combiner per engine, bounded
+    def _typed_post_sql(self, post_sql: str, schema: tuple[tuple[str, str], ...]) -> str:
+        """The post-processing query with every output cast to DuckDB's result type."""
+        post = sqlglot.parse_one(post_sql, read="duckdb")
         if len(post.expressions) != len(schema):
             raise InternalError("the plan's outputs do not match the query's result columns")
         post.set("expressions", [
             exp.alias_(exp.cast(p.unalias(), exp.DataType.build(typ, dialect="duckdb")),
                        p.alias, quoted=True)
             for p, (_, typ) in zip(post.expressions, schema)])
+        return post.sql("duckdb")
+
+    def post_process(self, plan: FederatedPlan, combined: pa.Table,
+                     schema: list[tuple[str, str]]) -> pa.Table:
+        """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
+        result types and names."""
+        sql = self._typed_post_sql(plan.post_sql, tuple(schema))
         cur = self._con.cursor()
         try:
             cur.register("combined", combined)
-            table = cur.sql(post.sql("duckdb")).to_arrow_table()
+            table = cur.sql(sql).to_arrow_table()
         except duckdb.Error as err:
             raise ProgrammingError(f"post-processing failed: {err}") from None
         finally:

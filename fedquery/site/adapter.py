@@ -49,9 +49,13 @@ class DuckDBAdapter:
             con = duckdb.connect(str(path), read_only=True)
         except duckdb.Error as err:
             raise ConfigError(f"cannot open DuckDB file {path}: {err}", path=str(path)) from None
-        cls._lock_down(con)
         adapter = cls(con, tables)
-        adapter._check_tables_exist(str(path))
+        try:
+            cls._lock_down(con)
+            adapter._check_tables_exist(str(path))
+        except BaseException:
+            con.close()
+            raise
         return adapter
 
     @classmethod
@@ -71,9 +75,12 @@ class DuckDBAdapter:
 
     @staticmethod
     def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
-        """No file or network access from SQL once the data is attached."""
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        """No file or network access from SQL once the data is attached.  DuckDB shares one
+        instance per file within a process, so a second open finds it already locked."""
+        locked = con.execute("SELECT current_setting('lock_configuration')").fetchall()[0][0]
+        if not locked:
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
 
     def _check_tables_exist(self, where: str) -> None:
         present = {r[0] for r in self._con.execute(

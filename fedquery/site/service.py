@@ -13,9 +13,8 @@ from collections.abc import Mapping
 
 from fedquery.errors import InternalError, PolicyViolation
 from fedquery.ir import QueryRequest, SiteCatalog, SiteReply, TableInfo
-from fedquery.plan import plan_query
+from fedquery.plan.prepare import Preparer
 from fedquery.policy import Policy, decide, resolve_policy
-from fedquery.sql import analyze
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +30,8 @@ class SiteService:
             TableInfo(t.name.lower(), t.columns, units.get(t.name.lower()))
             for t in adapter.describe())
         self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
-        self._schema = {t.name: {c.name.lower(): c.type for c in t.columns}
-                        for t in self._tables}
+        self._preparer = Preparer({t.name: {c.name.lower(): c.type for c in t.columns}
+                                   for t in self._tables}, self._units)
 
     def catalog(self) -> SiteCatalog:
         return SiteCatalog(self.name, self._tables, self.policy.requirements())
@@ -42,11 +41,11 @@ class SiteService:
 
     def query(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
-        query = analyze(request.sql, self._schema)
-        decision = decide(query, self.policy, self.name)
+        prepared = self._preparer.prepare(request.sql)
+        decision = decide(prepared.query, self.policy, self.name)
         if not decision.allowed:
             raise PolicyViolation(f"site {self.name!r} refuses the query", rules=decision.fired)
-        plan = plan_query(query, self._units)
+        plan = prepared.plan
         if request.fingerprint and request.fingerprint != plan.fingerprint:
             raise InternalError(f"site {self.name!r} derived a different plan than the "
                                 "coordinator (its catalog differs); refusing to answer")

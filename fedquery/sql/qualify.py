@@ -22,7 +22,8 @@ from fedquery.errors import CatalogError, ProgrammingError
 DIALECT = "duckdb"
 Schema = Mapping[str, Mapping[str, str]]
 
-_UNRESOLVED_RE = re.compile(r"Column '\"?([^'\"]+)\"?' could not be resolved")
+_UNRESOLVED_RE = re.compile(r"Column '\"?([^'\"]+)\"?' could not be resolved|"
+                            r"Unknown column: \"?(\w+)")
 
 
 def _suggest(name: str, candidates) -> str:
@@ -64,7 +65,7 @@ def qualify_query(statement: exp.Expression, schema: Schema) -> exp.Expression:
         text = str(err)
         match = _UNRESOLVED_RE.search(text)
         if match:
-            column = match.group(1)
+            column = match.group(1) or match.group(2)
             tables = {t.name.lower() for t in statement.find_all(exp.Table)}
             candidates = [c for t in tables for c in lowered.get(t, {})]
             raise CatalogError(f"unknown column {column!r}{_suggest(column, candidates)} in "

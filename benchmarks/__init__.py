@@ -1,0 +1,1 @@
+"""fedquery benchmarks: ratios against a baseline measured in the same run (not tests)."""
