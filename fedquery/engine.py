@@ -17,6 +17,7 @@ from fedquery.errors import ConfigError, OperationalError
 from fedquery.ir import QueryRequest, Release, Report, Settings
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import strictest
+from fedquery.protect.disclosure import protect_combined_cells
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,12 @@ class Engine:
         gathered = self._dispatcher.gather(request, self.timeout, progress)
         self._check_enough_sites(gathered)
         combined = self._combiner.combine(plan, [r.partials for r in gathered.replies])
-        table = self._combiner.post_process(plan, combined, schema)
+        combined, _ = protect_combined_cells(combined, self.min_sites)
+        table, suppressed = self._combiner.post_process(plan, combined, schema)
         report = Report(mode=f"{self.requirements.aggregation}/{self.requirements.noise}",
                         sites_answered=tuple(sorted(r.site for r in gathered.replies)),
                         sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
-                        suppressed_cells=sum(r.suppressed for r in gathered.replies),
+                        suppressed_cells=len(suppressed), suppressed_rows=suppressed,
                         notes=plan.notes)
         return Release(table=table, report=report)
 

@@ -85,6 +85,12 @@ class Requirements:
     aggregation: str = "plain"  # plain | secure
     epsilon: float | None = None
     delta: float | None = None
+    zero_cells_disclosive: bool = False
+
+    @property
+    def needs_cell_checks(self) -> bool:
+        return self.min_cell_count > 1 or self.dominance is not None or (
+            self.zero_cells_disclosive)
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,18 @@ class Partial:
     sql: str  # the site-side aggregate expression, DuckDB dialect
     combine: str
     argument: str = ""  # the aggregated expression (for bounding); "" for COUNT(*)
+    condition: str = ""  # the aggregate's FILTER (WHERE ...) condition, "" if none
+
+
+@dataclass(frozen=True)
+class CellChecks:
+    """Which columns of the site's result carry its disclosure checks (never sent on)."""
+
+    min_cell_count: int
+    dominance: tuple[int, float] | None
+    zero_cells_disclosive: bool
+    contributors: tuple[str, ...]  # columns "__n_i": units contributing to an aggregate
+    dominant: tuple[tuple[str, str], ...] = ()  # ("__top_j", "__abs_j") per checked sum
 
 
 @dataclass(frozen=True)
@@ -121,6 +139,7 @@ class SiteFragment:
     sql: str
     group_columns: tuple[str, ...]
     partials: tuple[Partial, ...]
+    checks: CellChecks | None = None  # set when the fragment also computes cell checks
 
 
 @dataclass(frozen=True)
@@ -153,6 +172,7 @@ class Report:
     sites_answered: tuple[str, ...]
     sites_failed: tuple[tuple[str, str], ...] = ()
     suppressed_cells: int = 0
+    suppressed_rows: tuple[int, ...] = ()  # indices of released rows whose values are withheld
     epsilon_spent: tuple[tuple[str, float], ...] = ()
     notes: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict, compare=False, hash=False)

@@ -61,6 +61,7 @@ class Combiner:
     def combine(self, plan: FederatedPlan, partials: list[pa.Table]) -> pa.Table:
         """Merge the sites' partial tables into one row per group."""
         expected = list(plan.fragment.group_columns) + [p.name for p in plan.fragment.partials]
+        expected.append("__suppressed")
         for table in partials:
             if table.column_names != expected:
                 raise InternalError(f"a site returned columns {table.column_names}, expected "
@@ -77,18 +78,19 @@ class Combiner:
     def _typed_post_sql(self, post_sql: str, schema: tuple[tuple[str, str], ...]) -> str:
         """The post-processing query with every output cast to DuckDB's result type."""
         post = sqlglot.parse_one(post_sql, read="duckdb")
-        if len(post.expressions) != len(schema):
+        outputs, flags = post.expressions[:len(schema)], post.expressions[len(schema):]
+        if len(outputs) != len(schema) or len(flags) != 1:
             raise InternalError("the plan's outputs do not match the query's result columns")
         post.set("expressions", [
             exp.alias_(exp.cast(p.unalias(), exp.DataType.build(typ, dialect="duckdb")),
                        p.alias, quoted=True)
-            for p, (_, typ) in zip(post.expressions, schema)])
+            for p, (_, typ) in zip(outputs, schema)] + flags)
         return post.sql("duckdb")
 
     def post_process(self, plan: FederatedPlan, combined: pa.Table,
-                     schema: list[tuple[str, str]]) -> pa.Table:
+                     schema: list[tuple[str, str]]) -> tuple[pa.Table, tuple[int, ...]]:
         """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
-        result types and names."""
+        result types and names.  Also returns the indices of suppressed rows."""
         sql = self._typed_post_sql(plan.post_sql, tuple(schema))
         cur = self._con.cursor()
         try:
@@ -98,7 +100,10 @@ class Combiner:
             raise ProgrammingError(f"post-processing failed: {err}") from None
         finally:
             cur.close()
-        table = table.rename_columns([name for name, _ in schema])
+        flags = table.column(len(schema)).to_pylist()
+        suppressed = tuple(i for i, flag in enumerate(flags) if flag)
+        table = table.select(list(range(len(schema)))).rename_columns(
+            [name for name, _ in schema])
         fields = [f.with_metadata({b"duckdb_type": typ.encode()})
                   for f, (_, typ) in zip(table.schema, schema)]
-        return table.cast(pa.schema(fields))
+        return table.cast(pa.schema(fields)), suppressed

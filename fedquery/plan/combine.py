@@ -17,6 +17,8 @@ from fedquery.plan.decompose import aggregate_units
 from fedquery.plan.state import PlanState
 
 DIALECT = "duckdb"
+SUPPRESSED = "__suppressed"  # a cell suppressed by a site's or the combined disclosure check
+SITES = "__sites"  # how many sites contributed to a cell
 
 
 def build_combine(state: PlanState) -> PlanState:
@@ -24,7 +26,10 @@ def build_combine(state: PlanState) -> PlanState:
     groups = [exp.column(g, quoted=True) for g in state.group_names]
     aggs = [exp.alias_(exp.func(p.combine, exp.column(p.name, quoted=True)), "c_" + p.name[2:],
                        quoted=True) for p in state.partials]
-    select = exp.select(*groups, *aggs).from_("partials")
+    flags = [exp.alias_(exp.func("BOOL_OR", exp.column(SUPPRESSED, quoted=True)), SUPPRESSED,
+                        quoted=True),
+             exp.alias_(exp.Count(this=exp.Star()), SITES, quoted=True)]
+    select = exp.select(*groups, *aggs, *flags).from_("partials")
     if groups:
         select = select.group_by(*[g.copy() for g in groups])
     return replace(state, combine_sql=select.sql(DIALECT))
@@ -81,6 +86,7 @@ def build_post_process(state: PlanState) -> PlanState:
     query = state.query
     outputs = [exp.alias_(to_post(p.unalias()), f"o_{i}", quoted=True)
                for i, p in enumerate(query.expressions)]
+    outputs.append(exp.column(SUPPRESSED, quoted=True))
     post = exp.select(*outputs).from_("combined")
     if query.args.get("distinct"):
         post.set("distinct", exp.Distinct())

@@ -64,8 +64,10 @@ class _Partials:
         if key not in self._by_sql:
             name = f"p_{len(self.partials)}"
             self._by_sql[key] = name
-            self.partials.append(Partial(name, kind, sql, _COMBINE[kind],
-                                         argument.sql(DIALECT) if argument is not None else ""))
+            self.partials.append(Partial(
+                name, kind, sql, _COMBINE[kind],
+                argument.sql(DIALECT) if argument is not None else "",
+                condition.this.sql(DIALECT) if condition is not None else ""))
         return exp.column("c_" + self._by_sql[key][2:], quoted=True)
 
 

@@ -7,9 +7,9 @@
 >>> plan.fragment.sql
 'SELECT "p"."sex" AS "g_0", COUNT(*) AS "p_0" FROM "p" AS "p" GROUP BY "p"."sex"'
 >>> plan.combine_sql
-'SELECT "g_0", SUM("p_0") AS "c_0" FROM partials GROUP BY "g_0"'
+'SELECT "g_0", SUM("p_0") AS "c_0", BOOL_OR(CAST("__suppressed" AS BOOLEAN)) AS "__suppressed", COUNT(*) AS "__sites" FROM partials GROUP BY "g_0"'
 >>> plan.post_sql
-'SELECT "g_0" AS "o_0", "c_0" AS "o_1" FROM combined'
+'SELECT "g_0" AS "o_0", "c_0" AS "o_1", "__suppressed" FROM combined'
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from collections.abc import Callable, Mapping
 
 from sqlglot import exp
 
-from fedquery.ir import FederatedPlan, SiteFragment
+from fedquery.ir import FederatedPlan, Requirements, SiteFragment
 from fedquery.plan.combine import build_combine, build_post_process
 from fedquery.plan.decompose import decompose_aggregates
+from fedquery.plan.disclosure import add_disclosure_checks
 from fedquery.plan.fragment import push_to_sites
 from fedquery.plan.groups import resolve_group_keys
 from fedquery.plan.state import PlanState
@@ -35,6 +36,7 @@ RULES: tuple[Rule, ...] = (
     resolve_group_keys,
     decompose_aggregates,
     push_to_sites,
+    add_disclosure_checks,
     build_combine,
     build_post_process,
 )
@@ -49,13 +51,15 @@ def _fingerprint(state: PlanState) -> str:
 
 
 def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = None,
+               requirements: Requirements = Requirements(),
                rules: tuple[Rule, ...] = RULES) -> FederatedPlan:
     """Plan a qualified, supported SELECT into site fragment + combine + post-processing."""
-    state = PlanState(query=query, privacy_units=dict(privacy_units or {}))
+    state = PlanState(query=query, privacy_units=dict(privacy_units or {}),
+                      requirements=requirements)
     for rule in rules:
         state = rule(state)
         log.debug("plan rule %s done", rule.__name__)
-    fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials)
+    fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials, state.checks)
     ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
     tables = tuple(sorted({t.name.lower() for t in query.find_all(exp.Table)} - ctes))
     return FederatedPlan(fragment=fragment, combine_sql=state.combine_sql,

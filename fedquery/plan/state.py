@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from fedquery.ir import Partial
+from fedquery.ir import CellChecks, Partial, Requirements
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,12 @@ class AggregateUse:
 class PlanState:
     query: exp.Select
     privacy_units: dict[str, str] = field(default_factory=dict)  # table → unit column
+    requirements: Requirements = Requirements()
     group_keys: tuple[exp.Expression, ...] = ()
     aggregates: tuple[AggregateUse, ...] = ()
     partials: tuple[Partial, ...] = ()
     fragment_sql: str = ""
+    checks: CellChecks | None = None
     combine_sql: str = ""
     post_sql: str = ""
     notes: tuple[str, ...] = ()

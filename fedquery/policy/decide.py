@@ -6,15 +6,27 @@ from collections.abc import Iterable
 
 from sqlglot import exp
 
-from fedquery.ir import Decision, Requirements
+from fedquery.errors import PolicyViolation
+from fedquery.ir import Decision, Requirements, RuleHit
+from fedquery.policy.enforce import enforce
 from fedquery.policy.model import Policy
 
 
-def decide(query: exp.Expression, policy: Policy, site: str) -> Decision:
+def decide(query: exp.Expression, policy: Policy, site: str,
+           privacy_units: dict[str, str] | None = None) -> Decision:
     """Check a qualified query against ``policy``; the Decision lists the rules that fired."""
-    del query, site  # the open policy allows every supported query
-    return Decision(allowed=True, requirements=policy.requirements(),
+    fired = enforce(query, policy, site, privacy_units)
+    return Decision(allowed=not fired, requirements=policy.requirements(), fired=fired,
                     policy_hash=policy.content_hash)
+
+
+def refusal(hits: tuple[RuleHit, ...]) -> PolicyViolation:
+    """One readable PolicyViolation listing every rule that fired (no data values in it)."""
+    lines = [f"{h.rule} at {h.site}: {h.message}" + (f" (hint: {h.hint})" if h.hint else "")
+             for h in hits]
+    sites = sorted({h.site for h in hits})
+    head = f"refused by the policy of {', '.join(sites)}"
+    return PolicyViolation(head + ":\n  " + "\n  ".join(lines), rules=hits)
 
 
 _NOISE_ORDER = {"none": 0, "laplace": 1, "gaussian": 1}
@@ -42,4 +54,5 @@ def strictest(requirements: Iterable[Requirements]) -> Requirements:
         aggregation="secure" if any(r.aggregation == "secure" for r in reqs) else "plain",
         epsilon=_min_opt(r.epsilon for r in reqs),
         delta=_min_opt(r.delta for r in reqs),
+        zero_cells_disclosive=any(r.zero_cells_disclosive for r in reqs),
     )

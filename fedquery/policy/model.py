@@ -82,7 +82,8 @@ class Policy:
         return Requirements(min_cell_count=d.min_cell_count, dominance=d.dominance,
                             min_sites=d.min_sites, max_groups=d.max_groups,
                             noise=self.noise.mechanism, aggregation=self.aggregation,
-                            epsilon=self.noise.max_epsilon_per_query, delta=self.noise.delta)
+                            epsilon=self.noise.max_epsilon_per_query, delta=self.noise.delta,
+                            zero_cells_disclosive=d.zero_cells_disclosive)
 
     def table(self, name: str) -> TablePolicy | None:
         """The policy of ``name``; for an open policy, every table is an attribute table."""
@@ -108,7 +109,8 @@ class Policy:
         return hashlib.sha256(blob).hexdigest()
 
 
-OPEN = Policy(name="open", disclosure=Disclosure(min_cell_count=1, dominance=None),
+OPEN = Policy(name="open", disclosure=Disclosure(min_cell_count=1, dominance=None,
+                                                  exact_extremes=True),
               source="builtin:open")
 
 # For real patient data when a steward has not written a policy yet: nothing is queryable

@@ -11,10 +11,11 @@ import logging
 import time
 from collections.abc import Mapping
 
-from fedquery.errors import InternalError, PolicyViolation
-from fedquery.ir import QueryRequest, SiteCatalog, SiteReply, TableInfo
+from fedquery.errors import InternalError
+from fedquery.ir import QueryRequest, RuleHit, SiteCatalog, SiteReply, TableInfo
 from fedquery.plan.prepare import Preparer
-from fedquery.policy import Policy, decide, resolve_policy
+from fedquery.policy import Policy, decide, refusal, resolve_policy
+from fedquery.protect.disclosure import protect_site_cells
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class SiteService:
             for t in adapter.describe())
         self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
         self._preparer = Preparer({t.name: {c.name.lower(): c.type for c in t.columns}
-                                   for t in self._tables}, self._units)
+                                   for t in self._tables}, self._units,
+                                  self.policy.requirements())
 
     def catalog(self) -> SiteCatalog:
         return SiteCatalog(self.name, self._tables, self.policy.requirements())
@@ -42,18 +44,28 @@ class SiteService:
     def query(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
         prepared = self._preparer.prepare(request.sql)
-        decision = decide(prepared.query, self.policy, self.name)
+        decision = decide(prepared.query, self.policy, self.name, self._units)
         if not decision.allowed:
-            raise PolicyViolation(f"site {self.name!r} refuses the query", rules=decision.fired)
+            raise refusal(decision.fired)
         plan = prepared.plan
         if request.fingerprint and request.fingerprint != plan.fingerprint:
             raise InternalError(f"site {self.name!r} derived a different plan than the "
                                 "coordinator (its catalog differs); refusing to answer")
-        partials = self.adapter.execute(plan.fragment.sql)
-        log.info("site=%s query_id=%s analyst=%s groups=%d ms=%.1f", self.name,
-                 request.query_id, request.analyst, partials.num_rows,
+        fragment = plan.fragment
+        raw = self.adapter.execute(fragment.sql)
+        max_groups = self.policy.disclosure.max_groups
+        if max_groups is not None and raw.num_rows > max_groups:
+            raise refusal((RuleHit("R-MAX-GROUPS", self.name, "GROUP BY",
+                                   f"the query would release more than max_groups={max_groups}"
+                                   " groups", "group by fewer or coarser columns"),))
+        partials, suppressed = protect_site_cells(
+            raw, fragment.group_columns, tuple(p.name for p in fragment.partials),
+            fragment.checks)
+        log.info("site=%s query_id=%s analyst=%s groups=%d suppressed=%d ms=%.1f", self.name,
+                 request.query_id, request.analyst, partials.num_rows, suppressed,
                  (time.perf_counter() - started) * 1000)
-        return SiteReply(site=self.name, fingerprint=plan.fingerprint, partials=partials)
+        return SiteReply(site=self.name, fingerprint=plan.fingerprint, partials=partials,
+                         suppressed=suppressed)
 
     def close(self) -> None:
         self.adapter.close()

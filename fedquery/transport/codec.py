@@ -102,7 +102,8 @@ def _requirements_to_json(req: Requirements | None) -> dict | None:
     return {"min_cell_count": req.min_cell_count,
             "dominance": list(req.dominance) if req.dominance else None,
             "min_sites": req.min_sites, "max_groups": req.max_groups, "noise": req.noise,
-            "aggregation": req.aggregation, "epsilon": req.epsilon, "delta": req.delta}
+            "aggregation": req.aggregation, "epsilon": req.epsilon, "delta": req.delta,
+            "zero_cells_disclosive": req.zero_cells_disclosive}
 
 
 def _requirements_from_json(obj: Any) -> Requirements | None:
@@ -117,7 +118,8 @@ def _requirements_from_json(obj: Any) -> Requirements | None:
             dominance=(int(dominance[0]), float(dominance[1])) if dominance else None,
             min_sites=int(obj["min_sites"]), max_groups=obj.get("max_groups"),
             noise=str(obj["noise"]), aggregation=str(obj["aggregation"]),
-            epsilon=obj.get("epsilon"), delta=obj.get("delta"))
+            epsilon=obj.get("epsilon"), delta=obj.get("delta"),
+            zero_cells_disclosive=bool(obj.get("zero_cells_disclosive", False)))
     except (KeyError, TypeError, ValueError, IndexError) as err:
         raise MalformedMessage(f"catalog requirements are malformed: {err}") from None
 

@@ -1,0 +1,83 @@
+"""Statistical disclosure control on result cells: small cells and dominance.
+
+A cell that fails a check is *suppressed and flagged*: its values are withheld (NULL), a
+``__suppressed`` flag is set, and only the number of suppressed cells is reported — never
+why a particular cell failed or what its count was.
+
+- ``protect_site_cells`` runs at a site on its own partials (plain aggregation): a cell is
+  suppressed when some aggregate has between 1 and ``min_cell_count - 1`` contributing units
+  (or 0 when zero cells are disclosive), or when the ``n`` largest units hold more than
+  ``k`` % of a sum.  The check columns are dropped before anything leaves the site.
+- ``protect_combined_cells`` runs on the combined cells: a cell is suppressed when any site
+  suppressed it (a partial total must not be released as the total) or when fewer than
+  ``min_sites`` sites contributed.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from fedquery.ir import CellChecks
+
+SUPPRESSED = "__suppressed"
+SITES = "__sites"
+
+
+def _null_where(column: pa.ChunkedArray | pa.Array, mask: pa.Array) -> pa.Array:
+    return pc.if_else(mask, pa.nulls(len(mask), type=column.type), column)
+
+
+def _small_cells(table: pa.Table, checks: CellChecks) -> pa.Array:
+    mask = pa.array([False] * table.num_rows, pa.bool_())
+    for name in checks.contributors:
+        n = pc.fill_null(table[name], 0)
+        small = pc.and_(pc.greater(n, 0), pc.less(n, checks.min_cell_count))
+        if checks.zero_cells_disclosive:
+            small = pc.or_(small, pc.equal(n, 0))
+        mask = pc.or_(mask, small)
+        mask = pc.or_(mask, pc.is_null(table[name]))  # no check row: fail closed
+    return mask
+
+
+def _dominated(table: pa.Table, checks: CellChecks) -> pa.Array:
+    mask = pa.array([False] * table.num_rows, pa.bool_())
+    if checks.dominance is None:
+        return mask
+    share = checks.dominance[1] / 100.0
+    for top, total in checks.dominant:
+        top_v = pc.cast(pc.fill_null(table[top], 0), pa.float64())
+        total_v = pc.cast(pc.fill_null(table[total], 0), pa.float64())
+        mask = pc.or_(mask, pc.and_(pc.greater(total_v, 0),
+                                    pc.greater(top_v, pc.multiply(total_v, share))))
+    return mask
+
+
+def protect_site_cells(table: pa.Table, group_columns: tuple[str, ...],
+                       partial_columns: tuple[str, ...],
+                       checks: CellChecks | None) -> tuple[pa.Table, int]:
+    """The site's partials with failing cells withheld, plus how many were suppressed."""
+    if checks is None:
+        flags = pa.array([False] * table.num_rows, pa.bool_())
+    else:
+        flags = pc.or_(_small_cells(table, checks), _dominated(table, checks))
+    columns = [table[g] for g in group_columns]
+    columns += [_null_where(table[p], flags) for p in partial_columns]
+    out = pa.table(columns + [flags], names=[*group_columns, *partial_columns, SUPPRESSED])
+    return out, int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
+
+
+def protect_combined_cells(combined: pa.Table, min_sites: int) -> tuple[pa.Table, int]:
+    """Combined cells with site-suppressed and too-few-sites cells withheld."""
+    flags = pc.or_(pc.fill_null(combined[SUPPRESSED], True),
+                   pc.less(combined[SITES], min_sites))
+    columns = []
+    for name in combined.column_names:
+        column = combined[name]
+        if name.startswith("c_"):
+            column = _null_where(column, flags)
+        elif name == SUPPRESSED:
+            column = flags
+        columns.append(column)
+    out = pa.table(columns, names=combined.column_names)
+    return out, int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
