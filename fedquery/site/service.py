@@ -7,23 +7,28 @@ data and protects the result before anything leaves.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
-from fedquery.errors import InternalError
+from fedquery.errors import Error, InternalError
 from fedquery.ir import QueryRequest, RuleHit, SiteCatalog, SiteReply, TableInfo
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import Policy, decide, refusal, resolve_policy
 from fedquery.protect.disclosure import protect_site_cells
+from fedquery.site.audit import AuditLog
 
 log = logging.getLogger(__name__)
 
 
 class SiteService:
     def __init__(self, name: str, adapter, policy: str | Policy = "open",
-                 privacy_units: Mapping[str, str] | None = None) -> None:
+                 privacy_units: Mapping[str, str] | None = None,
+                 audit_path: str | Path | None = None) -> None:
         self.name = name
+        self.audit = AuditLog(audit_path) if audit_path is not None else None
         self.adapter = adapter
         self.policy = resolve_policy(policy)
         units = {k.lower(): v.lower() for k, v in (privacy_units or {}).items()}
@@ -42,6 +47,32 @@ class SiteService:
         return {"site": self.name, "status": "ok", "tables": len(self._tables)}
 
     def query(self, request: QueryRequest) -> SiteReply:
+        """Answer one request; every outcome, allowed or refused, goes to the audit log."""
+        started = time.perf_counter()
+        record = {"event": "query", "site": self.name, "analyst": request.analyst,
+                  "query_id": request.query_id, "sql": request.sql,
+                  "sql_sha256": hashlib.sha256(request.sql.encode()).hexdigest(),
+                  "policy_hash": self.policy.content_hash}
+        try:
+            reply = self._answer(request)
+        except Error as err:
+            rules = [h.rule for h in getattr(err, "rules", ())]
+            self._audit(record, started, decision="refused", rules=rules,
+                        error=type(err).__name__)
+            raise
+        except Exception as err:
+            self._audit(record, started, decision="failed", error=type(err).__name__)
+            raise
+        self._audit(record, started, decision="released", groups=reply.partials.num_rows,
+                    suppressed=reply.suppressed, fingerprint=reply.fingerprint)
+        return reply
+
+    def _audit(self, record: dict, started: float, **fields) -> None:
+        if self.audit is not None:
+            self.audit.append({**record, **fields,
+                               "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    def _answer(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
         prepared = self._preparer.prepare(request.sql)
         decision = decide(prepared.query, self.policy, self.name, self._units)
