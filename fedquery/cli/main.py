@@ -10,7 +10,9 @@ from pathlib import Path
 import click
 
 from fedquery.cli.output import FORMATS, render
-from fedquery.errors import Error
+from fedquery.cli.policy import policy as policy_group
+from fedquery.cli.site import site as site_group
+from fedquery.errors import Error, PolicyViolation
 
 
 def _fail(err: Exception, code: int = 2) -> None:
@@ -37,20 +39,14 @@ def main(verbose: int) -> None:
               show_default=True)
 def demo(directory: Path, sites: int, patients: int, seed: int, fmt: str) -> None:
     """Generate a federation of synthetic hospitals and answer showcase queries."""
-    from fedquery.demo.showcase import SHOWCASE, TABLES, ensure_demo_data
-    from fedquery.engine import Engine
-    from fedquery.site.adapter import DuckDBAdapter
-    from fedquery.site.service import SiteService
-    from fedquery.transport.inprocess import InProcessClient
+    from fedquery.demo.showcase import REFUSED, SHOWCASE, demo_engine, ensure_demo_data
 
     started = time.perf_counter()
     paths = ensure_demo_data(directory, sites, patients, seed)
     click.echo(f"fedquery demo: {len(paths)} synthetic hospitals × {patients:,} patients in "
-               f"{directory}/data ({time.perf_counter() - started:.1f} s)\n")
-    clients = [InProcessClient(SiteService(
-        site, DuckDBAdapter.from_duckdb_file(path, TABLES), policy="open",
-        privacy_units={t: "patient_id" for t in TABLES})) for site, path in paths.items()]
-    engine = Engine(clients)
+               f"{directory}/data ({time.perf_counter() - started:.1f} s), each governed by "
+               "its steward's policy (policies/hospital_*.yaml)\n")
+    engine = demo_engine(paths, directory / "audit")
     try:
         for title, sql in SHOWCASE:
             started = time.perf_counter()
@@ -58,12 +54,31 @@ def demo(directory: Path, sites: int, patients: int, seed: int, fmt: str) -> Non
             elapsed = (time.perf_counter() - started) * 1000
             click.echo(f"-- {title}\n{sql}\n")
             click.echo(render(release.table, fmt))
-            click.echo(f"   sites answered: {', '.join(release.report.sites_answered)}; "
-                       f"{elapsed:.0f} ms\n")
+            click.echo(f"   {describe_report(release.report)}; {elapsed:.0f} ms\n")
+        title, sql = REFUSED
+        click.echo(f"-- {title}\n{sql}\n")
+        try:
+            engine.execute(sql, analyst="demo")
+        except PolicyViolation as err:
+            click.echo(f"   refused: {err}\n")
     except Error as err:
         _fail(err)
     finally:
         engine.close()
+
+
+def describe_report(report) -> str:
+    """One line under a result: who answered, what was suppressed, caveats."""
+    parts = [f"sites answered: {', '.join(report.sites_answered)}"]
+    if report.suppressed_cells:
+        rows = ", ".join(str(i + 1) for i in report.suppressed_rows)
+        parts.append(f"{report.suppressed_cells} cell(s) suppressed (rows {rows})")
+    parts += list(report.notes)
+    return "; ".join(parts)
+
+
+main.add_command(policy_group)
+main.add_command(site_group)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fedquery.errors import (DatabaseError, InterfaceError, NotSupportedError, OperationalError,
-                             ProgrammingError, SiteError, SiteUnavailable)
+                             PolicyViolation, ProgrammingError, SiteError, SiteUnavailable)
 from fedquery.ir import QueryRequest, SiteReply
+from fedquery.policy import refusal
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,11 @@ class Dispatcher:
 
 
 def raise_for_failures(gathered: Gathered) -> None:
-    """Raise the most relevant failure: a query error first, else the first site failure."""
+    """Raise the most relevant failure: policy refusals of every refusing site together, then
+    other query errors, else the first site failure."""
+    refusals = [err for _, err in gathered.failures if isinstance(err, PolicyViolation)]
+    if len(refusals) > 1:
+        raise refusal(tuple(hit for err in refusals for hit in err.rules))
     for _, err in gathered.failures:
         if isinstance(err, QUERY_ERRORS):
             raise err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 
 from fedquery.demo.generate import site_names, write_federation
@@ -33,6 +34,20 @@ SHOWCASE = (
 )
 
 
+# A query every site refuses: it probes one patient by pseudonym.
+REFUSED = ("A probe for one patient (refused by every site's policy)",
+           "SELECT AVG(bmi) FROM patients WHERE patient_id = 'hospital_a:P0000042'")
+
+
+def demo_policy_path(site_index: int) -> Path:
+    """The steward-written policy of demo hospital ``site_index``, shipped with fedquery (the
+    three policies also appear in the repository's ``policies/``); a fourth hospital and
+    beyond reuse them in turn."""
+    folder = resources.files("fedquery.demo").joinpath("policies")
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return Path(str(folder.joinpath(names[site_index % len(names)])))
+
+
 def ensure_demo_data(directory: Path, n_sites: int, patients_per_site: int,
                      seed: int) -> dict[str, Path]:
     """Write the demo hospitals' DuckDB files under ``directory/data`` unless present."""
@@ -44,3 +59,22 @@ def ensure_demo_data(directory: Path, n_sites: int, patients_per_site: int,
     written = write_federation(directory, n_sites, patients_per_site, seed=seed)
     stamp.write_text(wanted)
     return written
+
+
+def demo_engine(paths: dict[str, Path], audit_dir: Path):
+    """An in-process engine over the demo hospitals' DuckDB files and policies."""
+    from fedquery.engine import Engine
+    from fedquery.policy.load import load_policy
+    from fedquery.site.adapter import DuckDBAdapter
+    from fedquery.site.service import SiteService
+    from fedquery.transport.inprocess import InProcessClient
+
+    audit_dir.mkdir(parents=True, exist_ok=True)
+    clients = []
+    for index, (site, path) in enumerate(paths.items()):
+        service = SiteService(site, DuckDBAdapter.from_duckdb_file(path, TABLES),
+                              policy=load_policy(demo_policy_path(index)),
+                              privacy_units={t: "patient_id" for t in TABLES},
+                              audit_path=audit_dir / f"{site}.jsonl")
+        clients.append(InProcessClient(service))
+    return Engine(clients)

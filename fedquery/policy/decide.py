@@ -22,6 +22,7 @@ def decide(query: exp.Expression, policy: Policy, site: str,
 
 def refusal(hits: tuple[RuleHit, ...]) -> PolicyViolation:
     """One readable PolicyViolation listing every rule that fired (no data values in it)."""
+    hits = tuple(sorted(hits, key=lambda h: (h.site, h.rule, h.subject)))
     lines = [f"{h.rule} at {h.site}: {h.message}" + (f" (hint: {h.hint})" if h.hint else "")
              for h in hits]
     sites = sorted({h.site for h in hits})

@@ -41,6 +41,9 @@ _HINTS = {
     "R-COLUMN": "ask the site's data steward to release the column in its policy",
     "R-HIDDEN": "hidden columns cannot be used in any way",
     "R-IDENTIFIER": "use the privacy unit only to join tables or in COUNT(DISTINCT ...)",
+    "R-USE": "see `fedquery policy explain` for what this column allows; for grouping, a "
+             "CASE band over it may be allowed",
+    "R-AGGREGATE": "use one of the aggregates the policy allows for this column",
     "R-EXTREMES": "use AVG or a GROUP BY over bands instead of exact minima and maxima",
     "R-QI-GROUP": "group by a coarser column with a public domain (e.g. an age band)",
     "R-MAX-GROUPS": "group by fewer or coarser columns",
@@ -72,6 +75,10 @@ def classify(column: exp.Column, scope: Scope) -> Use:
     while node is not None and node is not select:
         if isinstance(node, exp.Filter) and child is node.args.get("expression"):
             in_filter_clause = True
+        if isinstance(node, exp.If) and child is node.this:
+            # A CASE/IF condition compares, like a filter: GROUP BY CASE WHEN age < 18 ...
+            # bands a filter-only column without grouping by its exact values.
+            return Use("filter")
         if isinstance(node, exp.Where | exp.Having):
             return Use("filter")
         if isinstance(node, exp.Join):
@@ -126,7 +133,7 @@ def _identifier_use_allowed(policy, units, scope: Scope, column: exp.Column, use
 
 
 def _projection_is_unit(policy, units, scope: Scope, inner: exp.Expression) -> bool:
-    for child in scope.subquery_scopes + scope.union_scopes:
+    for child in scope.subquery_scopes + scope.set_operation_scopes:
         if child.expression is inner:
             projection = inner.expressions[0].unalias()
             return _unit_only(policy, units, child, projection)

@@ -5,7 +5,8 @@ line, sorted by position, as ``FILE:LINE:COLUMN: KEY.PATH: what was expected``:
 
 1. YAML: ``yaml.safe_load`` only, plus a node pass (``yaml.compose``) that gives each key its
    line and column and rejects what PyYAML would accept silently: a key written twice (the last
-   one would win), a key that is not text (``1:``, ``yes:``), ``.inf`` and ``.nan``.
+   one would win), a key that is not text (``1:``), ``yes``/``no``/``on``/``off`` (booleans
+   in YAML 1.1: write true/false, or quote the text), ``.inf`` and ``.nan``.
 2. The JSON Schema shipped beside this module (``policy.schema.json``, exported by
    ``fedquery policy schema``); an unknown key gets "did you mean ...?".
 3. What a schema cannot express: ``{$env: NAME}`` secrets (resolved here, never shown), bounds
@@ -47,9 +48,13 @@ def schema_text() -> str:
     return resources.files("fedquery.policy").joinpath("policy.schema.json").read_text("utf-8")
 
 
-def load_policy(path: str | os.PathLike[str], *, site: str | None = None) -> Policy:
+def load_policy(path: str | os.PathLike[str], *, site: str | None = None,
+                resolve_secrets: bool = True) -> Policy:
     """Read and validate one policy file; ``site``, if given, must match the file's ``site``.
 
+    With ``resolve_secrets=False`` (``fedquery policy check`` on a steward's laptop),
+    ``{$env: NAME}`` token hashes are checked for shape only and the analyst keeps an empty
+    hash, so the policy cannot authenticate anyone.
     Raises ConfigError listing every problem, one per line, the first in the file first.
     """
     path = Path(path)
@@ -61,7 +66,8 @@ def load_policy(path: str | os.PathLike[str], *, site: str | None = None) -> Pol
     data, root = _parse(path, text)
     problems = [p for error in _validator().iter_errors(data) for p in _explain(error)]
     if not problems:
-        problems = _resolve_secrets(data) + _cross_checks(data, site)
+        problems = (_resolve_secrets(data) if resolve_secrets else _blank_secrets(data))
+        problems += _cross_checks(data, site)
     if problems:
         raise _failure(path, root, problems)
     return _build(data, path)
@@ -90,13 +96,17 @@ def _parse(path: Path, text: str) -> tuple[object, yaml.Node | None]:
 
 
 def _check_nodes(node, at: tuple, problems: list[Problem], seen: set[int]) -> None:
-    """Keys must be text and unique in their mapping; numbers must be finite."""
+    """Keys are text and unique in their mapping; numbers finite; booleans true or false."""
     if node is None or id(node) in seen:  # an alias is checked once
         return
     seen.add(id(node))
     if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "float" \
             and node.value.lower().lstrip("+-") in (".inf", ".nan"):
         problems.append((at, "expected a finite number, got .inf or .nan"))
+    if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool" \
+            and node.value.lower() not in ("true", "false"):  # YAML 1.1: NO (Norway) is false
+        problems.append((at, f"{node.value} reads as a boolean: write true or false, or quote "
+                         f"'{node.value}' if you mean the text"))
     for i, item in enumerate(node.value if isinstance(node, yaml.SequenceNode) else ()):
         _check_nodes(item, (*at, i), problems, seen)
     names: set[str] = set()
@@ -106,7 +116,8 @@ def _check_nodes(node, at: tuple, problems: list[Problem], seen: set[int]) -> No
             problems.append((here, f"the key {key.value!r} must be text; quote it"))
         elif key.value in names:
             problems.append((here, f"duplicate key {key.value!r}: each key may appear once"))
-        names.add(key.value)
+        else:
+            names.add(key.value)
         _check_nodes(value, here, problems, seen)
 
 
@@ -178,9 +189,8 @@ def _fits(value: object, schema: dict) -> bool:
 
 def _expected(schema: dict) -> str:
     """What a schema accepts, in words: "a whole number >= 1", "one of 'plain', 'secure'"."""
-    schema = _resolve(schema)
-    if "pattern" in schema:
-        return schema["description"]
+    if "$ref" in schema or "pattern" in schema:  # $defs describe themselves
+        return _resolve(schema)["description"]
     if "oneOf" in schema:
         return " or ".join(_expected(branch) for branch in schema["oneOf"])
     if "const" in schema:
@@ -198,6 +208,14 @@ def _expected(schema: dict) -> str:
 
 
 # -- pass 3: secrets and cross-field checks ------------------------------------------------------
+
+def _blank_secrets(data: dict) -> list[Problem]:
+    """Leave ``{$env: NAME}`` secrets unresolved: an empty hash matches no token."""
+    for entry in data.get("analysts", {}).values():
+        if isinstance(entry["token_sha256"], dict):
+            entry["token_sha256"] = ""
+    return []
+
 
 def _resolve_secrets(data: dict) -> list[Problem]:
     """Replace each ``{$env: NAME}`` token hash by the variable's value (checked, never shown)."""
@@ -235,7 +253,7 @@ def _cross_checks(data: dict, site: str | None) -> list[Problem]:
     owners: dict[str, str] = {}
     for name, entry in data.get("analysts", {}).items():
         token = entry["token_sha256"]
-        if isinstance(token, str) and owners.setdefault(token, name) != name:
+        if isinstance(token, str) and token and owners.setdefault(token, name) != name:
             problems.append((("analysts", name, "token_sha256"), "the same token hash as "
                              f"analyst {owners[token]!r}: each analyst needs their own token"))
     problems += _same_names(data["tables"], ("tables",))

@@ -41,7 +41,17 @@ class SiteService:
                                   self.policy.requirements())
 
     def catalog(self) -> SiteCatalog:
-        return SiteCatalog(self.name, self._tables, self.policy.requirements())
+        """The tables and columns this site's policy releases — nothing else (hidden and
+        unlisted columns are not even named)."""
+        released = []
+        for table in self._tables:
+            entry = self.policy.table(table.name)
+            if entry is None:
+                continue
+            columns = tuple(c for c in table.columns if (col := self.policy.column(
+                table.name, c.name)) is not None and col.role != "hidden")
+            released.append(TableInfo(table.name, columns, table.privacy_unit))
+        return SiteCatalog(self.name, tuple(released), self.policy.requirements())
 
     def health(self) -> dict:
         return {"site": self.name, "status": "ok", "tables": len(self._tables)}

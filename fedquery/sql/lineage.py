@@ -20,18 +20,32 @@ from sqlglot.optimizer.scope import Scope, build_scope
 BaseColumn = tuple[str, str]  # (table, column), lower case
 
 
-def _projection_expr(scope: Scope, name: str) -> list[exp.Expression]:
-    """The expressions a derived table's output column ``name`` is computed from."""
-    exprs = []
+def _projection_expr(scope: Scope, name: str) -> list[tuple[Scope, exp.Expression]]:
+    """The (scope, expression) pairs a derived table's output column ``name`` is computed
+    from; a set operation's columns are matched by position, named by its first branch."""
     if isinstance(scope.expression, exp.SetOperation):
-        for branch in (scope.union_scopes or []):
-            exprs.extend(_projection_expr(branch, name))
-        return exprs
-    for projection in scope.expression.expressions:
-        if projection.alias_or_name.lower() == name:
-            exprs.append(projection.unalias() if isinstance(projection, exp.Alias)
-                         else projection)
-    return exprs
+        branches = _leaf_branches(scope)
+        names = [p.alias_or_name.lower() for p in branches[0].expression.expressions]
+        if name not in names:
+            return []
+        index = names.index(name)
+        return [(b, _unaliased(b.expression.expressions[index])) for b in branches
+                if index < len(b.expression.expressions)]
+    return [(scope, _unaliased(p)) for p in scope.expression.expressions
+            if p.alias_or_name.lower() == name]
+
+
+def _unaliased(projection: exp.Expression) -> exp.Expression:
+    return projection.unalias() if isinstance(projection, exp.Alias) else projection
+
+
+def _leaf_branches(scope: Scope) -> list[Scope]:
+    """The SELECT scopes of a (possibly nested) set operation, left to right."""
+    out = []
+    for branch in scope.set_operation_scopes:
+        out.extend(_leaf_branches(branch) if isinstance(branch.expression, exp.SetOperation)
+                   else [branch])
+    return out
 
 
 def trace_column(scope: Scope, column: exp.Column, _depth: int = 0) -> set[BaseColumn]:
@@ -43,8 +57,8 @@ def trace_column(scope: Scope, column: exp.Column, _depth: int = 0) -> set[BaseC
         return {(source.name.lower(), column.name.lower())}
     if isinstance(source, Scope):
         out: set[BaseColumn] = set()
-        for expr in _projection_expr(source, column.name.lower()):
-            out |= trace_expression(source, expr, _depth + 1)
+        for branch, expr in _projection_expr(source, column.name.lower()):
+            out |= trace_expression(branch, expr, _depth + 1)
         return out
     # Correlated reference to an outer scope.
     parent = scope.parent
