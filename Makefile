@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint policies clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "fedquery needs Python >= 3.11"'
@@ -18,11 +18,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/fedquery demo
 
-test: $(STAMP) lint
+test: $(STAMP) lint policies
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
 	$(BIN)/lint-imports
+
+policies: $(STAMP)
+	$(BIN)/fedquery policy check policies/*.yaml policies/examples/*.yaml
+	$(BIN)/fedquery policy test policies/tests/*.yaml
 
 clean:
 	rm -rf $(VENV) demo tests/.data .pytest_cache .hypothesis
