@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from fedquery.cli.certs import certs as certs_group
 from fedquery.cli.output import FORMATS, render
 from fedquery.cli.policy import policy as policy_group
 from fedquery.cli.site import site as site_group
@@ -77,6 +78,7 @@ def describe_report(report) -> str:
     return "; ".join(parts)
 
 
+main.add_command(certs_group)
 main.add_command(policy_group)
 main.add_command(site_group)
 

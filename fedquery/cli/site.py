@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
+import threading
+from pathlib import Path
 
 import click
 
@@ -27,3 +32,62 @@ def verify(file: str, expect_head: str | None) -> None:
     code, text = verify_command_output(verify_log(file, expect_head=expect_head))
     click.echo(text)
     sys.exit(code)
+
+
+@site.command()
+@click.argument("connector", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--policy", "policy_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The site's policy file, written by its data steward.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=0, show_default=True, help="0 picks a free port.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--insecure", is_flag=True,
+              help="Serve plain grpc+tcp without TLS (closed test networks only).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where the audit log (and budget ledger) live [default: state/<site>].")
+@click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the bound port here once listening (for scripts using --port 0).")
+def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Path | None,
+          tls_key: Path | None, insecure: bool, state_dir: Path | None,
+          port_file: Path | None) -> None:
+    """Serve one site over Arrow Flight until SIGINT or SIGTERM."""
+    from fedquery.errors import Error
+    from fedquery.site.runner import build_site_service
+    from fedquery.transport.flight_server import SiteFlightServer
+
+    log = logging.getLogger("fedquery.site")
+    if insecure == bool(tls_cert and tls_key) or bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("give --tls-cert and --tls-key (TLS), or --insecure (plain text "
+                               "for a closed test network)")
+    try:
+        service = build_site_service(connector, policy_path, state_dir)
+        tls = None
+        scheme = "grpc+tcp"
+        if not insecure:
+            tls = [(tls_cert.read_bytes(), tls_key.read_bytes())]
+            scheme = "grpc+tls"
+        else:
+            log.warning("event=insecure site=%s serving plain text without TLS", service.name)
+        server = SiteFlightServer(service, f"{scheme}://{host}:{port}", tls_certificates=tls)
+    except (Error, OSError) as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    endpoint = f"{scheme}://{host}:{server.port}"
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(f"{server.port}\n")
+        os.replace(tmp, port_file)
+    log.warning("event=listening site=%s endpoint=%s", service.name, endpoint)
+
+    def stop(signum, _frame) -> None:
+        log.warning("event=stopping site=%s signal=%s", service.name,
+                    signal.Signals(signum).name)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    server.serve()
+    service.close()
+    log.warning("event=stopped site=%s", service.name)

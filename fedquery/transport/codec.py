@@ -183,6 +183,11 @@ def decode_reply(data: bytes) -> SiteReply:
         table = pa.ipc.open_stream(pa.py_buffer(data)).read_all()
     except (pa.ArrowInvalid, pa.ArrowException) as err:
         raise MalformedMessage(f"reply is not an Arrow IPC stream: {err}") from None
+    return decode_reply_table(table)
+
+
+def decode_reply_table(table: pa.Table) -> SiteReply:
+    """A reply from an Arrow table whose schema metadata carries the reply header."""
     raw = (table.schema.metadata or {}).get(b"fedquery")
     if raw is None:
         raise MalformedMessage("reply has no fedquery header")
