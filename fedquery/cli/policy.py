@@ -66,9 +66,15 @@ def check(files: tuple[Path, ...], connector: Path | None) -> None:
                 conn = load_connector(conn_path)
                 adapter = open_adapter(conn)
             except ConfigError as err:
+                if connector is not None:  # asked for explicitly: not being able to is a failure
+                    problems = [f"cannot open the connector's data: {err}"]
                 note = f"data not cross-checked ({err})".replace("\n", " ")
             else:
-                problems = check_policy_against_data(pol, adapter, privacy_units(conn))
+                if pol.site and pol.site != conn.site:
+                    problems = [f"the policy is for site {pol.site!r} but the connector "
+                                f"{conn_path} is for {conn.site!r}"]
+                else:
+                    problems = check_policy_against_data(pol, adapter, privacy_units(conn))
                 adapter.close()
                 note = f"cross-checked against {conn_path}"
         status = "FAIL" if problems else "ok"
@@ -91,7 +97,8 @@ def explain(sql: str, policies: tuple[Path, ...]) -> None:
     from fedquery.policy.load import load_policy
     from fedquery.policy.steward import explain as explain_query
     try:
-        click.echo(explain_query(sql, [load_policy(p) for p in policies]))
+        click.echo(explain_query(sql, [load_policy(p, resolve_secrets=False)
+                                       for p in policies]))
     except Error as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)

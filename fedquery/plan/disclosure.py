@@ -21,7 +21,7 @@ from sqlglot import exp
 from fedquery.errors import NotSupportedError
 from fedquery.ir import CellChecks
 from fedquery.plan.state import PlanState
-from fedquery.sql.lineage import root_scope, trace_expression
+from fedquery.sql.lineage import output_names, root_scope, trace_column
 
 DIALECT = "duckdb"
 
@@ -39,12 +39,11 @@ def unit_expression(state: PlanState) -> exp.Column | None:
             if unit:
                 return exp.column(unit, table=alias, quoted=True)
             continue
-        inner = source.expression
-        for projection in getattr(inner, "expressions", []):
-            bases = trace_expression(source, projection.unalias())
-            if len(bases) == 1 and isinstance(projection.unalias(), exp.Column) and all(
-                    state.privacy_units.get(t) == c for t, c in bases):
-                return exp.column(projection.alias_or_name, table=alias, quoted=True)
+        for name in output_names(source):
+            candidate = exp.column(name, table=alias, quoted=True)
+            bases = trace_column(scope, candidate)
+            if bases and all(state.privacy_units.get(t) == c for t, c in bases):
+                return candidate
     return None
 
 

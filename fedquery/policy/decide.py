@@ -15,9 +15,32 @@ from fedquery.policy.model import Policy
 def decide(query: exp.Expression, policy: Policy, site: str,
            privacy_units: dict[str, str] | None = None) -> Decision:
     """Check a qualified query against ``policy``; the Decision lists the rules that fired."""
-    fired = enforce(query, policy, site, privacy_units)
+    fired = enforce(query, policy, site, privacy_units) + _unavailable(policy, site)
     return Decision(allowed=not fired, requirements=policy.requirements(), fired=fired,
                     policy_hash=policy.content_hash)
+
+
+# Protection this version cannot provide yet.  A site whose policy asks for it refuses every
+# query rather than answer without the protection its steward required (fail closed).
+_AVAILABLE_NOISE = ("none",)
+_AVAILABLE_AGGREGATION = ("plain",)
+
+
+def _unavailable(policy: Policy, site: str) -> tuple[RuleHit, ...]:
+    hits = []
+    if policy.noise.mechanism not in _AVAILABLE_NOISE:
+        hits.append(RuleHit("R-PROTECTION-UNAVAILABLE", site, "noise",
+                            f"the policy requires {policy.noise.mechanism} noise, which this "
+                            "fedquery version cannot provide yet",
+                            "the site's operator must upgrade fedquery or the steward change "
+                            "noise.mechanism"))
+    if policy.aggregation not in _AVAILABLE_AGGREGATION:
+        hits.append(RuleHit("R-PROTECTION-UNAVAILABLE", site, "aggregation",
+                            f"the policy requires {policy.aggregation} aggregation, which this "
+                            "fedquery version cannot provide yet",
+                            "the site's operator must upgrade fedquery or the steward change "
+                            "aggregation"))
+    return tuple(hits)
 
 
 def refusal(hits: tuple[RuleHit, ...]) -> PolicyViolation:
@@ -30,7 +53,8 @@ def refusal(hits: tuple[RuleHit, ...]) -> PolicyViolation:
     return PolicyViolation(head + ":\n  " + "\n  ".join(lines), rules=hits)
 
 
-_NOISE_ORDER = {"none": 0, "laplace": 1, "gaussian": 1}
+# Pure DP (laplace) is stricter than approximate DP (gaussian), which is stricter than none.
+_NOISE_ORDER = {"none": 0, "gaussian": 1, "laplace": 2}
 
 
 def _min_opt(values):

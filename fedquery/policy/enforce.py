@@ -140,6 +140,12 @@ def _projection_is_unit(policy, units, scope: Scope, inner: exp.Expression) -> b
     return False
 
 
+def _is_output_alias(scope: Scope, column: exp.Column) -> bool:
+    """A reference to one of the query's own output aliases (ORDER BY alias)."""
+    aliases = {p.alias.lower() for p in scope.expression.expressions if p.alias}
+    return column.name.lower() in aliases and column.table not in scope.sources
+
+
 class _Checker:
     def __init__(self, policy: Policy, site: str, units: dict[str, str]) -> None:
         self.policy, self.site, self.units = policy, site, units
@@ -158,7 +164,11 @@ class _Checker:
 
     def check_column(self, scope: Scope, column: exp.Column) -> None:
         use = classify(column, scope)
-        for table, name in sorted(trace_column(scope, column)):
+        bases = trace_column(scope, column)
+        if not bases and not _is_output_alias(scope, column):
+            self.fire("R-COLUMN", column.sql("duckdb"), f"cannot tell which table column "
+                      f"{column.sql('duckdb')} comes from, so it cannot be checked")
+        for table, name in sorted(bases):
             subject = f"{table}.{name}"
             col = self.policy.column(table, name)
             if self.policy.table(table) is None:
@@ -170,8 +180,8 @@ class _Checker:
                 self.fire("R-HIDDEN", subject, f"column {subject} is hidden")
             elif col.role == "identifier":
                 if not _identifier_use_allowed(self.policy, self.units, scope, column, use):
-                    self.fire("R-IDENTIFIER", subject, f"identifier {subject} used in a "
-                              f"{use.kind} position")
+                    self.fire("R-IDENTIFIER", subject, f"identifier {subject} used in "
+                              f"{'an' if use.kind[0] in 'aeiou' else 'a'} {use.kind} position")
             elif use.kind != "passthrough":
                 self.check_use(subject, col, use)
 

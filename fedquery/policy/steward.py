@@ -75,7 +75,10 @@ def judge(sql: str, policy: Policy) -> Verdict:
         return Verdict(site, False, error=str(err), rule_ids=(SYNTAX,))
     except CatalogError as err:
         rule = "R-TABLE" if "unknown table" in str(err) else "R-COLUMN"
-        hit = RuleHit(rule, site, "", f"{err} (not released by the policy)")
+        what = "table" if rule == "R-TABLE" else "column"
+        name = str(err).split("'")[1] if "'" in str(err) else ""
+        hit = RuleHit(rule, site, name, f"the {what} {name!r} is not released by the policy",
+                      f"ask the site's data steward to release the {what} in its policy")
         return Verdict(site, False, (hit,), rule_ids=(rule,))
     except NotSupportedError as err:
         return Verdict(site, False, error=str(err), rule_ids=(NOT_SUPPORTED,))
@@ -152,7 +155,9 @@ def run_cases(path: str | os.PathLike[str]) -> list[CaseResult]:
             doc.get("cases"), list) or not isinstance(files, list) or not files
             or not all(isinstance(f, str) for f in files)):
         raise ConfigError(f"{path}: expected {{version: 1, policy: FILE (or policies: [FILE, "
-                          "...]), cases: [...]}}", path=str(path))
+                          "...]), cases: [...]}", path=str(path))
+    if not doc["cases"]:
+        raise ConfigError(f"{path}: cases is empty: write at least one case", path=str(path))
     results = []
     for file in files:
         policy = load_policy(path.parent / file, resolve_secrets=False)

@@ -4,23 +4,20 @@ A connector holds facts, never privacy decisions (those live in the site policy)
 secrets (a value written ``{$env: NAME}`` is read from the environment).  ``load_connector``
 reads and checks the YAML file; ``open_adapter`` opens the data read-only and checks that every
 declared table and privacy unit column is really there.  Every problem is a ``ConfigError``
-whose message names the file, the key (e.g. ``source.duckdb.path``) and what was expected.
+whose message names the file, the key (e.g. ``source.duckdb.path``) and what was expected;
+reading, schema and ``$env`` machinery is :mod:`fedquery.configfile`'s.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
 import glob
-import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import jsonschema
-import yaml
 
+from fedquery.configfile import Problem, Schema, config_error, did_you_mean, env_value, read_yaml
 from fedquery.errors import ConfigError
 from fedquery.site.adapter import DuckDBAdapter
 
@@ -37,55 +34,46 @@ class Connector:
 
 
 def load_connector(path: str | os.PathLike[str]) -> Connector:
-    """Read, validate and resolve one connector file (paths, globs and ``$env`` values)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read the connector file: {err.strerror}",
-                          path=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        context, at = getattr(err, "context", None), getattr(err, "context_mark", None)
-        if context and at:
-            problem += f" ({context} at line {at.line + 1}, column {at.column + 1})"
-        raise ConfigError(f"{path}: {where}YAML syntax error: {problem}", path=str(path)) from None
-    problems: dict[str, str] = {}
-    for error in _validator().iter_errors(data):
-        for key, text in _explain(error):
-            problems.setdefault(key, text)
-    if problems:
-        first = next(iter(problems))
-        raise ConfigError("\n".join(f"{path}: {k}: {t}" for k, t in problems.items()),
-                          path=str(path), key=None if first == _TOP else first)
+    """Read, validate and resolve one connector file (paths, globs and ``$env`` values).
 
-    kind, spec = next(iter(data["source"].items()))
-    if kind == "postgres":
-        raise _error(path, "source.postgres", "the postgres source is not supported yet "
-                     "(a later release adds it); use a duckdb or files source")
-    base = path.parent.resolve()
-    tables = {t: facts["privacy_unit"] for t, facts in data["tables"].items()}
-    database, file_format, globs = None, None, {}
-    if kind == "duckdb":
-        value = _value(spec["path"], path, "source.duckdb.path")
-        database = Path(os.path.normpath(base / Path(value).expanduser()))
-    else:
-        file_format = spec["format"]
-        for table, pattern in spec["tables"].items():
-            value = _value(pattern, path, f"source.files.tables.{table}")
-            globs[table] = os.path.normpath(os.path.join(base, os.path.expanduser(value)))
-        if unglobbed := sorted(tables.keys() - globs.keys()):
-            raise _error(path, f"source.files.tables.{unglobbed[0]}", f"table {unglobbed[0]!r} "
-                         "is declared under tables, so it needs a file glob here")
-        if undeclared := sorted(globs.keys() - tables.keys()):
-            raise _error(path, f"tables.{undeclared[0]}", f"table {undeclared[0]!r} has a file "
-                         "glob under source.files.tables, so declare it here with its privacy_unit")
+    Raises ConfigError listing every problem, one per line, as ``FILE: KEY.PATH: message``.
+    """
+    path = Path(path)
+    data, root = read_yaml(path, "connector", located=False)
+    problems = _SCHEMA.problems(data)
+    if not problems:
+        kind, spec = next(iter(data["source"].items()))
+        tables = {t: facts["privacy_unit"] for t, facts in data["tables"].items()}
+        database, globs, problems = _resolve(kind, spec, tables, path.parent.resolve())
+    if problems:
+        raise config_error(path, root, problems, located=False)
     return Connector(site=data["site"], source_kind=kind, database=database,
-                     file_format=file_format, file_globs=globs, tables=tables, path=path)
+                     file_format=spec.get("format"), file_globs=globs, tables=tables, path=path)
+
+
+def _resolve(kind: str, spec: dict, tables: dict[str, str],
+             base: Path) -> tuple[Path | None, dict[str, str], list[Problem]]:
+    """The absolute database file or file globs (relative to ``base``), and any problems."""
+    if kind == "postgres":
+        return None, {}, [(("source", "postgres"), "the postgres source is not supported yet "
+                           "(a later release adds it); use a duckdb or files source")]
+    if kind == "duckdb":
+        value = env_value(spec["path"], ("source", "duckdb", "path"))
+        if isinstance(value, tuple):
+            return None, {}, [value]
+        return Path(os.path.normpath(base / Path(value).expanduser())), {}, []
+    values = {table: env_value(pattern, ("source", "files", "tables", table))
+              for table, pattern in spec["tables"].items()}
+    problems = [value for value in values.values() if isinstance(value, tuple)]
+    problems += [(("source", "files", "tables", table), f"table {table!r} is declared under "
+                  "tables, so it needs a file glob here")
+                 for table in sorted(tables.keys() - values.keys())]
+    problems += [(("tables", table), f"table {table!r} has a file glob under "
+                  "source.files.tables, so declare it here with its privacy_unit")
+                 for table in sorted(values.keys() - tables)]
+    globs = {table: os.path.normpath(os.path.join(base, os.path.expanduser(value)))
+             for table, value in values.items() if isinstance(value, str)}
+    return None, globs, problems
 
 
 def open_adapter(connector: Connector) -> DuckDBAdapter:
@@ -125,7 +113,7 @@ def open_adapter(connector: Connector) -> DuckDBAdapter:
             if unit.lower() not in {c.lower() for c in columns}:
                 raise _error(path, f"tables.{info.name}.privacy_unit",
                              f"site {site!r}: table {info.name!r} has no column {unit!r}"
-                             f"{_did_you_mean(unit, columns)} (columns: {', '.join(columns)})")
+                             f"{did_you_mean(unit, columns)} (columns: {', '.join(columns)})")
     except BaseException:
         adapter.close()
         raise
@@ -139,78 +127,36 @@ def privacy_units(connector: Connector) -> dict[str, str]:
 
 # -- helpers -----------------------------------------------------------------------------------
 
-@functools.cache
-def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads(resources.files("fedquery.site").joinpath("connector.schema.json")
-                        .read_text(encoding="utf-8"))
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
-
-
 def _error(path: Path, key: str, text: str) -> ConfigError:
     return ConfigError(f"{path}: {key}: {text}", path=str(path), key=key)
 
 
-def _value(value: str | dict, path: Path, key: str) -> str:
-    """A plain string, or the environment variable named by ``{$env: NAME}``."""
-    if isinstance(value, str):
-        return value
-    name = value["$env"]
-    if not os.environ.get(name):
-        raise _error(path, key, f"environment variable {name} is not set (or empty) "
-                     f"(this value is written {{$env: {name}}}); set it before starting the site")
-    return os.environ[name]
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
-def _kind(value: object) -> str:
-    """The YAML kind of a value, without echoing it (it might be a secret)."""
-    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false",
-             int: "a number", float: "a number", type(None): "nothing"}
-    return kinds.get(type(value), type(value).__name__)
-
-
-_TOP = "(top level)"
+_GOT = {dict: "a mapping", list: "a list", str: "a string", bool: "true/false", int: "a number",
+        float: "a number", type(None): "nothing"}
 _WANTED = {"object": "a mapping", "string": "a string", "integer": "a whole number"}
 
 
-def _explain(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
-    """``[(key path, what was expected)]`` for one schema error."""
-    parts = [str(p) for p in error.absolute_path]
-    key = ".".join(parts) or _TOP
-    check, value, schema = error.validator, error.instance, error.schema
-    wanted = schema.get("description", "")
-    if "propertyNames" in error.relative_schema_path:
-        return [(".".join([*parts, str(value)]), f"{value!r} is not a valid name: expected "
-                 f"{wanted}")]
-    if check == "additionalProperties":
-        allowed = list(schema.get("properties", {}))
-        return [(".".join([*parts, str(name)]), f"unknown key {name!r}"
-                 f"{_did_you_mean(name, allowed)} (allowed here: {', '.join(allowed)})")
-                for name in value if name not in allowed]
-    if check == "required":
-        return [(".".join([*parts, name]), "missing required key: expected "
-                 + schema["properties"][name]["description"])
-                for name in error.validator_value if name not in value]
-    if check == "oneOf" and isinstance(value, dict):  # a malformed {$env: NAME}
-        return [p for sub in error.context if sub.validator != "type" for p in _explain(sub)]
-    if check == "oneOf":
-        return [(key, f"expected a string or {{$env: NAME}}, got {_kind(value)} ({wanted})")]
-    if check == "type":
-        return [(key, f"expected {_WANTED.get(schema['type'], schema['type'])}, "
-                 f"got {_kind(value)} ({wanted})")]
-    if check in ("const", "enum"):
-        expected = ([error.validator_value] if check == "const" else error.validator_value)
-        return [(key, f"expected {' or '.join(map(repr, expected))}, got {value!r} ({wanted})")]
-    if check == "pattern":
-        return [(key, f"{value!r} is not valid: expected {wanted}")]
-    if check in ("minProperties", "maxProperties"):
-        got = ", ".join(map(str, value)) if value else "none"
-        return [(key, f"expected {wanted}; got {got}")]
-    if check == "minLength":
-        return [(key, f"must not be empty: expected {wanted}")]
-    return [(key, f"{error.message}: expected {wanted}")]
+class _ConnectorSchema(Schema):
+    """The shared explanations, but four checks keep the connector's own wording (which
+    tests/site/test_connector.py pins): required, type, enum, and a oneOf given a non-mapping."""
+
+    def explain(self, error: jsonschema.ValidationError) -> list[Problem]:
+        at, check, value, schema = (tuple(error.absolute_path), error.validator, error.instance,
+                                    error.schema)
+        wanted, got = schema.get("description", ""), _GOT.get(type(value), type(value).__name__)
+        if check == "required":
+            return [((*at, name), "missing required key: expected "
+                     + schema["properties"][name]["description"])
+                    for name in error.validator_value if name not in value]
+        if check == "type":
+            return [(at, f"expected {_WANTED.get(schema['type'], schema['type'])}, "
+                     f"got {got} ({wanted})")]
+        if check == "enum":
+            return [(at, f"expected {' or '.join(map(repr, error.validator_value))}, "
+                     f"got {value!r} ({wanted})")]
+        if check == "oneOf" and not isinstance(value, dict):
+            return [(at, f"expected a string or {{$env: NAME}}, got {got} ({wanted})")]
+        return super().explain(error)
+
+
+_SCHEMA = _ConnectorSchema("fedquery.site", "connector.schema.json")

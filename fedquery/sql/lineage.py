@@ -35,6 +35,12 @@ def _projection_expr(scope: Scope, name: str) -> list[tuple[Scope, exp.Expressio
             if p.alias_or_name.lower() == name]
 
 
+def output_names(scope: Scope) -> list[str]:
+    """The column names a derived table (a SELECT or a set operation) exposes."""
+    first = _leaf_branches(scope)[0] if isinstance(scope.expression, exp.SetOperation) else scope
+    return [p.alias_or_name.lower() for p in getattr(first.expression, "expressions", [])]
+
+
 def _unaliased(projection: exp.Expression) -> exp.Expression:
     return projection.unalias() if isinstance(projection, exp.Alias) else projection
 

@@ -59,6 +59,15 @@ stddev stddev_pop stddev_samp string_agg sum sum_no_overflow sumkahan var_pop va
 percentile_cont percentile_disc
 """.split())
 
+# Functions that read the site's configuration, catalog or files rather than its data.
+_SYSTEM_FUNCTIONS = frozenset({
+    "current_setting", "getvariable", "current_database", "current_schema", "current_schemas",
+    "current_user", "current_role", "session_user", "user", "version", "pragma_version",
+    "getenv", "glob", "read_text", "read_blob", "read_csv", "read_csv_auto", "read_parquet",
+    "read_json", "read_json_auto", "read_ndjson", "parquet_scan", "sniff_csv", "query",
+    "query_table", "txid_current", "pg_typeof"})
+_SYSTEM_PREFIXES = ("duckdb_", "pragma_", "pg_", "has_", "sqlite_")
+
 # Functions whose value differs between runs or sites: a federated answer would be meaningless.
 _NONDETERMINISTIC = frozenset({"random", "uuid", "gen_random_uuid", "setseed", "now",
                                "current_timestamp", "get_current_timestamp", "today"})
@@ -109,6 +118,17 @@ def check_statement_kind(statement: exp.Expression) -> None:
 
 
 def _check_function(node: exp.Expression) -> None:
+    if isinstance(node, exp.Columns):
+        _refuse("COLUMNS(...) selects columns by pattern at run time; name each column")
+    if isinstance(node, exp.PositionalColumn):
+        _refuse("positional column references (#n) are not supported; name each column")
+    if isinstance(node, exp.TableColumn):
+        _refuse(f"a whole row ({node.sql('duckdb')}) cannot be used as a value; name each "
+                "column")
+    if isinstance(node, exp.Anonymous | exp.Func):
+        name = (node.name if isinstance(node, exp.Anonymous) else node.sql_name()).lower()
+        if name in _SYSTEM_FUNCTIONS or name.startswith(_SYSTEM_PREFIXES):
+            _refuse(f"{name}() reads the site's system, not the federation's data")
     if isinstance(node, exp.Window):
         _refuse("window functions (OVER ...) are not supported: they need rows from every "
                 "site at once; use GROUP BY instead")
