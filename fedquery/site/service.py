@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fedquery.errors import Error, InternalError
-from fedquery.ir import QueryRequest, RuleHit, SiteCatalog, SiteReply, TableInfo
+from fedquery.ir import QueryRequest, SiteCatalog, SiteReply, TableInfo
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import Policy, decide, refusal, resolve_policy
 from fedquery.protect.disclosure import protect_site_cells
@@ -94,11 +94,6 @@ class SiteService:
                                 "coordinator (its catalog differs); refusing to answer")
         fragment = plan.fragment
         raw = self.adapter.execute(fragment.sql)
-        max_groups = self.policy.disclosure.max_groups
-        if max_groups is not None and raw.num_rows > max_groups:
-            raise refusal((RuleHit("R-MAX-GROUPS", self.name, "GROUP BY",
-                                   f"the query would release more than max_groups={max_groups}"
-                                   " groups", "group by fewer or coarser columns"),))
         partials, suppressed = protect_site_cells(
             raw, fragment.group_columns, tuple(p.name for p in fragment.partials),
             fragment.checks)
