@@ -64,7 +64,8 @@ class Engine:
         gathered = self._dispatcher.gather(request, self.timeout, progress)
         self._check_enough_sites(gathered)
         combined = self._combiner.combine(plan, [r.partials for r in gathered.replies])
-        combined, _ = protect_combined_cells(combined, self.min_sites)
+        combined, _ = protect_combined_cells(combined, self.min_sites,
+                                             self.requirements.min_cell_count)
         table, suppressed = self._combiner.post_process(plan, combined, schema)
         report = Report(mode=f"{self.requirements.aggregation}/{self.requirements.noise}",
                         sites_answered=tuple(sorted(r.site for r in gathered.replies)),

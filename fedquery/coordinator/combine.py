@@ -61,7 +61,7 @@ class Combiner:
     def combine(self, plan: FederatedPlan, partials: list[pa.Table]) -> pa.Table:
         """Merge the sites' partial tables into one row per group."""
         expected = list(plan.fragment.group_columns) + [p.name for p in plan.fragment.partials]
-        expected.append("__suppressed")
+        expected += ["__units", "__suppressed"]
         for table in partials:
             if table.column_names != expected:
                 raise InternalError(f"a site returned columns {table.column_names}, expected "

@@ -19,6 +19,8 @@ from fedquery.plan.state import PlanState
 DIALECT = "duckdb"
 SUPPRESSED = "__suppressed"  # a cell suppressed by a site's or the combined disclosure check
 SITES = "__sites"  # how many sites contributed to a cell
+UNITS = "__units"  # units behind a cell's least-populated aggregate, as each site counted them
+UNITS_REPORTED = "__units_reported"  # how many sites counted them
 
 
 def build_combine(state: PlanState) -> PlanState:
@@ -28,7 +30,10 @@ def build_combine(state: PlanState) -> PlanState:
                        quoted=True) for p in state.partials]
     flags = [exp.alias_(exp.func("BOOL_OR", exp.column(SUPPRESSED, quoted=True)), SUPPRESSED,
                         quoted=True),
-             exp.alias_(exp.Count(this=exp.Star()), SITES, quoted=True)]
+             exp.alias_(exp.Count(this=exp.Star()), SITES, quoted=True),
+             exp.alias_(exp.Sum(this=exp.column(UNITS, quoted=True)), UNITS, quoted=True),
+             exp.alias_(exp.Count(this=exp.column(UNITS, quoted=True)), UNITS_REPORTED,
+                        quoted=True)]
     select = exp.select(*groups, *aggs, *flags).from_("partials")
     if groups:
         select = select.group_by(*[g.copy() for g in groups])

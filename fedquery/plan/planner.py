@@ -7,7 +7,7 @@
 >>> plan.fragment.sql
 'SELECT "p"."sex" AS "g_0", COUNT(*) AS "p_0" FROM "p" AS "p" GROUP BY "p"."sex"'
 >>> plan.combine_sql
-'SELECT "g_0", SUM("p_0") AS "c_0", BOOL_OR(CAST("__suppressed" AS BOOLEAN)) AS "__suppressed", COUNT(*) AS "__sites" FROM partials GROUP BY "g_0"'
+'SELECT "g_0", SUM("p_0") AS "c_0", BOOL_OR(CAST("__suppressed" AS BOOLEAN)) AS "__suppressed", COUNT(*) AS "__sites", SUM("__units") AS "__units", COUNT("__units") AS "__units_reported" FROM partials GROUP BY "g_0"'
 >>> plan.post_sql
 'SELECT "g_0" AS "o_0", "c_0" AS "o_1", "__suppressed" FROM combined'
 """

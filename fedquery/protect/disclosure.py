@@ -22,6 +22,8 @@ from fedquery.ir import CellChecks
 
 SUPPRESSED = "__suppressed"
 SITES = "__sites"
+UNITS = "__units"  # per cell: units behind its least-populated aggregate (NULL: not counted)
+UNITS_REPORTED = "__units_reported"  # how many sites reported UNITS for the cell
 
 
 def _null_where(column: pa.ChunkedArray | pa.Array, mask: pa.Array) -> pa.Array:
@@ -56,21 +58,38 @@ def _dominated(table: pa.Table, checks: CellChecks) -> pa.Array:
 def protect_site_cells(table: pa.Table, group_columns: tuple[str, ...],
                        partial_columns: tuple[str, ...],
                        checks: CellChecks | None) -> tuple[pa.Table, int]:
-    """The site's partials with failing cells withheld, plus how many were suppressed."""
+    """The site's partials with failing cells withheld, plus how many were suppressed.
+
+    Alongside the partials the site reports, per released cell, the number of units behind
+    its least-populated aggregate (already at least the site's minimum cell), so that the
+    combined cell can be held to the federation's strictest minimum too."""
     if checks is None:
         flags = pa.array([False] * table.num_rows, pa.bool_())
+        units = pa.nulls(table.num_rows, pa.int64())
     else:
         flags = pc.or_(_small_cells(table, checks), _dominated(table, checks))
+        # Zero counts are not small cells (the site suppressed them if zeros are disclosive).
+        counts = [pc.if_else(pc.equal(c, 0), pa.scalar(None, pa.int64()), c)
+                  for c in (pc.cast(table[n], pa.int64()) for n in checks.contributors)]
+        units = pc.min_element_wise(*counts) if len(counts) > 1 else counts[0]
+        units = _null_where(pc.fill_null(units, 0), flags)
     columns = [table[g] for g in group_columns]
     columns += [_null_where(table[p], flags) for p in partial_columns]
-    out = pa.table(columns + [flags], names=[*group_columns, *partial_columns, SUPPRESSED])
+    out = pa.table(columns + [units, flags],
+                   names=[*group_columns, *partial_columns, UNITS, SUPPRESSED])
     return out, int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
 
 
-def protect_combined_cells(combined: pa.Table, min_sites: int) -> tuple[pa.Table, int]:
-    """Combined cells with site-suppressed and too-few-sites cells withheld."""
+def protect_combined_cells(combined: pa.Table, min_sites: int,
+                           min_cell_count: int = 1) -> tuple[pa.Table, int]:
+    """Combined cells with site-suppressed, too-few-sites and (where every contributing site
+    counted its units) too-small combined cells withheld."""
     flags = pc.or_(pc.fill_null(combined[SUPPRESSED], True),
                    pc.less(combined[SITES], min_sites))
+    counted = pc.equal(combined[UNITS_REPORTED], combined[SITES])
+    units = pc.fill_null(combined[UNITS], 0)
+    small = pc.and_(counted, pc.and_(pc.greater(units, 0), pc.less(units, min_cell_count)))
+    flags = pc.or_(flags, pc.fill_null(small, False))
     columns = []
     for name in combined.column_names:
         column = combined[name]

@@ -132,7 +132,10 @@ def test_single_patient_inside_an_aggregate_is_suppressed(federation, sites, agg
 def test_check_columns_never_leave_the_site(sites):
     reply = _site_reply(sites["hospital_a"], f"SELECT COUNT(*), SUM(value) FROM labs "
                                              f"WHERE {DOMINATED}")
-    assert [c for c in reply.partials.column_names if c.startswith("__")] == ["__suppressed"]
+    # Only the suppression flag and the thresholded unit count (withheld with the cell) leave.
+    assert [c for c in reply.partials.column_names if c.startswith("__")] == [
+        "__units", "__suppressed"]
+    assert reply.partials["__units"].to_pylist() == [None]
 
 
 def _dominance_premise(demo_tables, policy) -> None:

@@ -49,7 +49,7 @@ def test_site_refuses_when_its_plan_differs_from_the_coordinators():
     with pytest.raises(InternalError, match="derived a different plan"):
         service.query(request)
     reply = service.query(QueryRequest("SELECT SUM(x) FROM t", "alice"))
-    assert reply.partials.to_pylist() == [{"p_0": 3, "__suppressed": False}]
+    assert reply.partials.to_pylist() == [{"p_0": 3, "__units": None, "__suppressed": False}]
 
 
 def test_site_derives_its_own_fragment_from_the_analysts_sql():

@@ -123,3 +123,19 @@ def test_messages_never_contain_counts():
     assert cur.fetchall() == [("big", 40), ("tiny", None)]
     assert report.suppressed_rows == (1,) and report.suppressed_cells == 1
     assert not any(ch.isdigit() for ch in " ".join(report.notes))
+
+
+def test_combined_cell_is_held_to_the_federations_strictest_minimum():
+    """A group held only by the lenient site (min 5) is below the strict site's 12."""
+    lenient = Policy(name="lenient", disclosure=Disclosure(min_cell_count=5, dominance=None))
+    strict = Policy(name="strict", disclosure=Disclosure(min_cell_count=12, dominance=None))
+    sites = {"a": _patients("a", {"both": 20, "only_a": 8}), "b": _patients("b", {"both": 20})}
+    conn = local_federation({s: {"t": t} for s, t in sites.items()},
+                            policy={"a": lenient, "b": strict}, privacy_units={"t": "patient_id"})
+    rows, report = _run(conn, "SELECT g, COUNT(*) FROM t GROUP BY g ORDER BY g")
+    assert rows == [("both", 40), ("only_a", None)] and report.suppressed_rows == (1,)
+    # the same cell with two lenient sites is released
+    conn = local_federation({s: {"t": t} for s, t in sites.items()}, policy=lenient,
+                            privacy_units={"t": "patient_id"})
+    assert _run(conn, "SELECT g, COUNT(*) FROM t GROUP BY g ORDER BY g")[0] == [
+        ("both", 40), ("only_a", 8)]
