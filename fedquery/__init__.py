@@ -23,6 +23,8 @@ from fedquery.errors import (  # noqa: F401  (re-exported: PEP 249 module surfac
     Warning,
 )
 
+from fedquery.dbapi import Connection, Cursor, connect  # noqa: E402,F401
+
 __version__ = "0.1.0"
 
 apilevel = "2.0"

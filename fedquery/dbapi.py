@@ -6,6 +6,7 @@ return it directly.  Vendor extensions are prefixed ``fq_``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,3 +147,30 @@ class Cursor(_Closeable):
 
     def fetch_df(self):
         return self._table().to_pandas()
+
+
+def connect(federation: str | os.PathLike[str], *, user: str | None = None,
+            token: str | None = None, timeout: float | None = None,
+            on_site_failure: str | None = None) -> Connection:
+    """Connect to the sites of a federation file over Arrow Flight (TLS, bearer token).
+
+    The analyst's name and token come from the file's ``credentials`` unless ``user=`` /
+    ``token=`` are given; ``timeout`` and ``on_site_failure`` override the file's defaults.
+    """
+    from fedquery.engine import Engine
+    from fedquery.transport.federation import load_federation, site_clients
+
+    fed = load_federation(federation)
+    name = user or fed.user
+    if not name:
+        raise InterfaceError(f"{fed.path}: no analyst name: add credentials.user or pass user=")
+    clients = site_clients(fed, token or fed.token or "")
+    try:
+        engine = Engine(clients, timeout=timeout if timeout is not None else fed.timeout,
+                        on_site_failure=on_site_failure or fed.on_site_failure,
+                        min_sites=fed.min_sites)
+    except BaseException:
+        for client in clients:
+            client.close()
+        raise
+    return Connection(engine, user=name)

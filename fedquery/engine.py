@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from fedquery.catalog import Catalog
 from fedquery.coordinator.combine import Combiner
 from fedquery.coordinator.dispatch import Dispatcher, raise_for_failures
-from fedquery.errors import ConfigError, OperationalError
-from fedquery.ir import QueryRequest, Release, Report, Settings
+from fedquery.errors import ConfigError, DatabaseError, OperationalError
+from fedquery.ir import QueryRequest, Release, Report, Settings, SiteCatalog
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import strictest
 from fedquery.protect.disclosure import protect_combined_cells
@@ -40,19 +40,43 @@ class Engine:
         self.clients = list(clients)
         self.timeout = timeout
         self.on_site_failure = on_site_failure
-        with cf.ThreadPoolExecutor(max_workers=len(clients)) as pool:
-            site_catalogs = list(pool.map(lambda c: c.catalog(), clients))
-        self.catalog = Catalog.build(site_catalogs)
-        self.requirements = strictest(c.requirements for c in site_catalogs if c.requirements)
-        self.min_sites = max(min_sites or 1, self.requirements.min_sites)
+        self._min_sites_option = min_sites or 1
+        self._site_catalogs: dict[str, SiteCatalog] = {}
+        self._refresh_catalog()
+        self._dispatcher = Dispatcher(self.clients)
+
+    def _refresh_catalog(self) -> None:
+        """Ask every site whose catalog is unknown; rebuild the federation catalog if any
+        answered.  With ``on_site_failure: fail`` every site must answer."""
+        missing = [c for c in self.clients if c.name not in self._site_catalogs]
+        if not missing:
+            return
+        failures = []
+        with cf.ThreadPoolExecutor(max_workers=len(missing)) as pool:
+            futures = {pool.submit(c.catalog): c for c in missing}
+            for future, client in futures.items():
+                try:
+                    self._site_catalogs[client.name] = future.result()
+                except DatabaseError as err:
+                    failures.append(err)
+        if failures and (self.on_site_failure == "fail" or not self._site_catalogs):
+            raise failures[0]
+        if len(failures) == len(missing):
+            return
+        catalogs = [self._site_catalogs[c.name] for c in self.clients
+                    if c.name in self._site_catalogs]
+        self.catalog = Catalog.build(catalogs)
+        self.requirements = strictest(c.requirements for c in catalogs if c.requirements)
+        self.min_sites = max(self._min_sites_option, self.requirements.min_sites)
         self.privacy_units = {name: t.privacy_unit for name, t in self.catalog.tables.items()
                               if t.privacy_unit}
         self._preparer = Preparer(self.catalog.schema(), self.privacy_units)
         self._combiner = Combiner(self.catalog)
-        self._dispatcher = Dispatcher(self.clients)
 
     def execute(self, sql: str, *, analyst: str, settings: Settings = Settings(),
                 progress: Callable[[int, int], None] | None = None) -> Release:
+        if len(self._site_catalogs) < len(self.clients):
+            self._refresh_catalog()  # a site that was down at connect time may be back
         prepared = self._preparer.prepare(sql)
         plan = prepared.plan
         self.catalog.check_usable(plan.tables, prepared.base_columns)

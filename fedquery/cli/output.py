@@ -56,3 +56,15 @@ def render(table: pa.Table, fmt: str = "table", title: str | None = None) -> str
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
     console.print(grid)
     return console.file.getvalue()
+
+
+def describe_report(report) -> str:
+    """One line under a result: who answered, what was suppressed, caveats."""
+    parts = [f"sites answered: {', '.join(report.sites_answered)}"]
+    if report.sites_failed:
+        parts.append("sites failed: " + ", ".join(s for s, _ in report.sites_failed))
+    if report.suppressed_cells:
+        rows = ", ".join(str(i + 1) for i in report.suppressed_rows)
+        parts.append(f"{report.suppressed_cells} cell(s) suppressed (rows {rows})")
+    parts += list(report.notes)
+    return "; ".join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from importlib import resources
 from pathlib import Path
 
@@ -78,3 +79,23 @@ def demo_engine(paths: dict[str, Path], audit_dir: Path):
                               audit_path=audit_dir / f"{site}.jsonl")
         clients.append(InProcessClient(service))
     return Engine(clients)
+
+
+def run_tour(conn, echo, fmt: str = "table") -> None:
+    """The guided tour: showcase queries with their reports, then a refused query."""
+    from fedquery.cli.output import describe_report, render
+    from fedquery.errors import PolicyViolation
+
+    for title, sql in SHOWCASE:
+        started = time.perf_counter()
+        cursor = conn.cursor().execute(sql)
+        elapsed = (time.perf_counter() - started) * 1000
+        echo(f"-- {title}\n{sql}\n")
+        echo(render(cursor.fetch_arrow_table(), fmt))
+        echo(f"   {describe_report(cursor.fq_report)}; {elapsed:.0f} ms\n")
+    title, sql = REFUSED
+    echo(f"-- {title}\n{sql}\n")
+    try:
+        conn.cursor().execute(sql)
+    except PolicyViolation as err:
+        echo(f"   refused: {err}\n")
