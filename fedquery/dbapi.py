@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from fedquery.errors import InterfaceError, NotSupportedError
 from fedquery.ir import Release, Report, Settings
+from fedquery.sql.session import apply_session_statement
 
 
 def _duckdb_type(field: pa.Field) -> str:
@@ -83,6 +84,12 @@ class Cursor(_Closeable):
         self.connection._check_open()
         if parameters:
             raise NotSupportedError("query parameters are not supported yet")
+        settings = apply_session_statement(operation, self.connection.settings)
+        if settings is not None:  # SET / RESET: changes the session, runs nothing
+            self.connection.settings = settings
+            self._release = None
+            self._rows, self._pos = [], 0
+            return self
         self._release = self.connection.engine.execute(
             operation, analyst=self.connection.user, settings=self.connection.settings)
         self._rows = None

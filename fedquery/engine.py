@@ -17,7 +17,7 @@ from fedquery.errors import ConfigError, DatabaseError, OperationalError
 from fedquery.ir import QueryRequest, Release, Report, Settings, SiteCatalog
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import strictest
-from fedquery.protect.disclosure import protect_combined_cells
+from fedquery.coordinator.release import protect_release
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,16 @@ class Engine:
         gathered = self._dispatcher.gather(request, self.timeout, progress)
         self._check_enough_sites(gathered)
         combined = self._combiner.combine(plan, [r.partials for r in gathered.replies])
-        combined, _ = protect_combined_cells(combined, self.min_sites,
-                                             self.requirements.min_cell_count)
-        table, suppressed = self._combiner.post_process(plan, combined, schema)
+        combined, noise = protect_release(combined, plan, gathered.replies, self.requirements,
+                                          self.min_sites)
+        table, suppressed, intervals = self._combiner.post_process(plan, combined, schema)
         report = Report(mode=f"{self.requirements.aggregation}/{self.requirements.noise}",
                         sites_answered=tuple(sorted(r.site for r in gathered.replies)),
                         sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
                         suppressed_cells=len(suppressed), suppressed_rows=suppressed,
-                        notes=plan.notes)
+                        epsilon_spent=noise.epsilon_spent, notes=plan.notes,
+                        intervals=tuple(intervals) if noise.epsilon_spent else (),
+                        cached_sites=noise.cached)
         return Release(table=table, report=report)
 
     def _check_enough_sites(self, gathered) -> None:

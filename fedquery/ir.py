@@ -119,6 +119,21 @@ class Partial:
     combine: str
     argument: str = ""  # the aggregated expression (for bounding); "" for COUNT(*)
     condition: str = ""  # the aggregate's FILTER (WHERE ...) condition, "" if none
+    # Set by contribution bounding (differential privacy):
+    per_row: float = 0.0  # the most one row can add, in the partial's (encoded) units
+    fixed_point: int = 1  # sums travel as integers: value × fixed_point
+    arg_bounds: tuple[float, float] | None = None  # the clamp applied to the argument
+
+
+@dataclass(frozen=True)
+class Bounding:
+    """The site policy's contribution bounds: the inputs of the differential-privacy rewrite."""
+
+    row_caps: tuple[tuple[str, int], ...] = ()  # table → max rows per unit (max_rows_per_unit)
+    column_bounds: tuple[tuple[tuple[str, str], tuple[float, float]], ...] = ()
+    domains: tuple[tuple[tuple[str, str], tuple], ...] = ()
+    hash_key: str = ""  # the site's secret for ordering rows when capping (not random())
+    fixed_point: int = 100  # sums of real values are released to 1/fixed_point
 
 
 @dataclass(frozen=True)
@@ -140,6 +155,7 @@ class SiteFragment:
     group_columns: tuple[str, ...]
     partials: tuple[Partial, ...]
     checks: CellChecks | None = None  # set when the fragment also computes cell checks
+    row_cap: int = 0  # rows one unit may contribute, when contributions are bounded (DP)
 
 
 @dataclass(frozen=True)
@@ -173,8 +189,10 @@ class Report:
     sites_failed: tuple[tuple[str, str], ...] = ()
     suppressed_cells: int = 0
     suppressed_rows: tuple[int, ...] = ()  # indices of released rows whose values are withheld
-    epsilon_spent: tuple[tuple[str, float], ...] = ()
+    epsilon_spent: tuple[tuple[str, float], ...] = ()  # per site, 0 when answered from cache
     notes: tuple[str, ...] = ()
+    intervals: tuple = ()  # per row, per column: (low, high) of the 95 % interval, or None
+    cached_sites: tuple[str, ...] = ()  # sites that answered from their noise cache
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -79,7 +79,7 @@ class Combiner:
         """The post-processing query with every output cast to DuckDB's result type."""
         post = sqlglot.parse_one(post_sql, read="duckdb")
         outputs, flags = post.expressions[:len(schema)], post.expressions[len(schema):]
-        if len(outputs) != len(schema) or len(flags) != 1:
+        if len(outputs) != len(schema) or len(flags) != 2 * len(schema) + 1:
             raise InternalError("the plan's outputs do not match the query's result columns")
         post.set("expressions", [
             exp.alias_(exp.cast(p.unalias(), exp.DataType.build(typ, dialect="duckdb")),
@@ -88,9 +88,10 @@ class Combiner:
         return post.sql("duckdb")
 
     def post_process(self, plan: FederatedPlan, combined: pa.Table,
-                     schema: list[tuple[str, str]]) -> tuple[pa.Table, tuple[int, ...]]:
+                     schema: list[tuple[str, str]]) -> tuple[pa.Table, tuple[int, ...], list]:
         """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
-        result types and names.  Also returns the indices of suppressed rows."""
+        result types and names.  Also returns the indices of suppressed rows and, per row and
+        column, the (low, high) ends of the 95 % interval (None where there is none)."""
         sql = self._typed_post_sql(plan.post_sql, tuple(schema))
         cur = self._con.cursor()
         try:
@@ -100,10 +101,16 @@ class Combiner:
             raise ProgrammingError(f"post-processing failed: {err}") from None
         finally:
             cur.close()
-        flags = table.column(len(schema)).to_pylist()
+        width = len(schema)
+        flags = table.column(3 * width).to_pylist()
         suppressed = tuple(i for i, flag in enumerate(flags) if flag)
-        table = table.select(list(range(len(schema)))).rename_columns(
+        ends = [list(zip(table.column(width + 2 * i).to_pylist(),
+                         table.column(width + 2 * i + 1).to_pylist())) for i in range(width)]
+        intervals = [tuple(None if e[0] is None or e[0] == e[1] else e  # exact: no interval
+                           for e in (ends[c][r] for c in range(width)))
+                     for r in range(table.num_rows)]
+        table = table.select(list(range(width))).rename_columns(
             [name for name, _ in schema])
         fields = [f.with_metadata({b"duckdb_type": typ.encode()})
                   for f, (_, typ) in zip(table.schema, schema)]
-        return table.cast(pa.schema(fields)), suppressed
+        return table.cast(pa.schema(fields)), suppressed, intervals

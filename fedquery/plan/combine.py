@@ -14,6 +14,7 @@ from sqlglot import exp
 
 from fedquery.errors import ProgrammingError
 from fedquery.plan.decompose import aggregate_units
+from fedquery.plan.intervals import interval_sql
 from fedquery.plan.state import PlanState
 
 DIALECT = "duckdb"
@@ -89,8 +90,15 @@ def build_post_process(state: PlanState) -> PlanState:
     """``SELECT <expr over g_*, c_*> AS o_i … FROM combined [WHERE having] [ORDER BY] [LIMIT]``."""
     to_post = _rewriter(state)
     query = state.query
-    outputs = [exp.alias_(to_post(p.unalias()), f"o_{i}", quoted=True)
-               for i, p in enumerate(query.expressions)]
+    rewritten = [to_post(p.unalias()) for p in query.expressions]
+    outputs = [exp.alias_(e, f"o_{i}", quoted=True) for i, e in enumerate(rewritten)]
+    noisy = frozenset("c_" + p.name[2:] for p in state.partials
+                      if p.kind in ("count", "count_distinct_unit", "sum", "sumsq"))
+    for i, expression in enumerate(rewritten):  # 95 % interval ends (see plan/intervals.py)
+        lo, hi = (exp.Null(), exp.Null()) if query.args.get("distinct") else interval_sql(
+            expression, noisy)
+        outputs += [exp.alias_(lo, f"o_{i}_lo", quoted=True),
+                    exp.alias_(hi, f"o_{i}_hi", quoted=True)]
     outputs.append(exp.column(SUPPRESSED, quoted=True))
     post = exp.select(*outputs).from_("combined")
     if query.args.get("distinct"):

@@ -75,8 +75,8 @@ def _per_unit_sql(state: PlanState, unit: exp.Column, contributors: list[str],
 
 def add_disclosure_checks(state: PlanState) -> PlanState:
     req = state.requirements
-    if not req.needs_cell_checks:
-        return state
+    if not req.needs_cell_checks or state.bounding is not None:
+        return state  # under noise, cells are checked on the noisy counts (protect.noise)
     unit = unit_expression(state)
     if unit is None:
         raise NotSupportedError(

@@ -9,7 +9,7 @@
 >>> plan.combine_sql
 'SELECT "g_0", SUM("p_0") AS "c_0", BOOL_OR(CAST("__suppressed" AS BOOLEAN)) AS "__suppressed", COUNT(*) AS "__sites", SUM("__units") AS "__units", COUNT("__units") AS "__units_reported" FROM partials GROUP BY "g_0"'
 >>> plan.post_sql
-'SELECT "g_0" AS "o_0", "c_0" AS "o_1", "__suppressed" FROM combined'
+'SELECT "g_0" AS "o_0", "c_0" AS "o_1", "g_0" AS "o_0_lo", "g_0" AS "o_0_hi", ("c_0" - "w_0") AS "o_1_lo", ("c_0" + "w_0") AS "o_1_hi", "__suppressed" FROM combined'
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 
 from sqlglot import exp
 
-from fedquery.ir import FederatedPlan, Requirements, SiteFragment
+from fedquery.ir import Bounding, FederatedPlan, Requirements, SiteFragment
 from fedquery.plan.combine import build_combine, build_post_process
+from fedquery.plan.bounding import bound_contributions
 from fedquery.plan.decompose import decompose_aggregates
 from fedquery.plan.disclosure import add_disclosure_checks
 from fedquery.plan.fragment import push_to_sites
@@ -36,6 +37,7 @@ RULES: tuple[Rule, ...] = (
     resolve_group_keys,
     decompose_aggregates,
     push_to_sites,
+    bound_contributions,
     add_disclosure_checks,
     build_combine,
     build_post_process,
@@ -51,15 +53,18 @@ def _fingerprint(state: PlanState) -> str:
 
 
 def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = None,
-               requirements: Requirements = Requirements(),
+               requirements: Requirements = Requirements(), bounding: Bounding | None = None,
                rules: tuple[Rule, ...] = RULES) -> FederatedPlan:
-    """Plan a qualified, supported SELECT into site fragment + combine + post-processing."""
+    """Plan a qualified, supported SELECT into site fragment + combine + post-processing.
+
+    ``bounding`` (a site's contribution bounds) turns on the differential-privacy rewrite."""
     state = PlanState(query=query, privacy_units=dict(privacy_units or {}),
-                      requirements=requirements)
+                      requirements=requirements, bounding=bounding)
     for rule in rules:
         state = rule(state)
         log.debug("plan rule %s done", rule.__name__)
-    fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials, state.checks)
+    fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials, state.checks,
+                            state.row_cap)
     ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
     tables = tuple(sorted({t.name.lower() for t in query.find_all(exp.Table)} - ctes))
     return FederatedPlan(fragment=fragment, combine_sql=state.combine_sql,

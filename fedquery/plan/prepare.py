@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from fedquery.ir import FederatedPlan, Requirements
+from fedquery.ir import Bounding, FederatedPlan, Requirements
 from fedquery.plan.planner import plan_query
 from fedquery.sql import analyze
 from fedquery.sql.lineage import BaseColumn, base_columns_of_query
@@ -31,8 +31,10 @@ class Prepared:
 
 class Preparer:
     def __init__(self, schema: Schema, privacy_units: Mapping[str, str] | None = None,
-                 requirements: Requirements = Requirements(), maxsize: int = 512) -> None:
+                 requirements: Requirements = Requirements(), bounding: Bounding | None = None,
+                 maxsize: int = 512) -> None:
         self._requirements = requirements
+        self._bounding = bounding
         self._schema = schema
         self._units = dict(privacy_units or {})
         self._cache: OrderedDict[str, Prepared] = OrderedDict()
@@ -46,7 +48,8 @@ class Preparer:
                 self._cache.move_to_end(sql)
                 return hit
         query = analyze(sql, self._schema)
-        prepared = Prepared(query, plan_query(query, self._units, self._requirements),
+        prepared = Prepared(query, plan_query(query, self._units, self._requirements,
+                                                   self._bounding),
                             frozenset(base_columns_of_query(query)))
         with self._lock:
             self._cache[sql] = prepared

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from fedquery.ir import CellChecks, Partial, Requirements
+from fedquery.ir import Bounding, CellChecks, Partial, Requirements
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,13 @@ class PlanState:
     query: exp.Select
     privacy_units: dict[str, str] = field(default_factory=dict)  # table → unit column
     requirements: Requirements = Requirements()
+    bounding: Bounding | None = None  # set at a site whose policy asks for noise
     group_keys: tuple[exp.Expression, ...] = ()
     aggregates: tuple[AggregateUse, ...] = ()
     partials: tuple[Partial, ...] = ()
     fragment_sql: str = ""
     checks: CellChecks | None = None
+    row_cap: int = 0
     combine_sql: str = ""
     post_sql: str = ""
     notes: tuple[str, ...] = ()

@@ -6,6 +6,8 @@ the planner.  It executes a fragment and returns Arrow, and introspects its cata
 
 from __future__ import annotations
 
+import glob as glob_module
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +18,16 @@ from fedquery.errors import ConfigError, OperationalError, ProgrammingError
 from fedquery.ir import ColumnInfo, TableInfo
 
 
+def _file_version(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_mtime_ns}:{stat.st_size}"
+
+
+def _glob_version(globs: list[str]) -> str:
+    files = sorted(f for pattern in globs for f in glob_module.glob(pattern))
+    return ";".join(f"{f}:{_file_version(Path(f))}" for f in files)
+
+
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -24,9 +36,12 @@ class DuckDBAdapter:
     """A site's data in DuckDB: a database file opened read-only, Parquet/CSV files exposed
     as views, or in-memory Arrow tables (tests and ``local_federation``)."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, tables: tuple[str, ...],
+                 version_of=None) -> None:
         self._con = connection
         self._tables = tables
+        self._version_of = version_of or (lambda: uuid.uuid4().hex)
+        self._static_version = None if version_of else self._version_of()
 
     # -- construction --------------------------------------------------------------------
 
@@ -38,7 +53,7 @@ class DuckDBAdapter:
             con.execute(f"CREATE TABLE {_quote(name)} AS SELECT * FROM __load")
             con.unregister("__load")
         cls._lock_down(con)
-        return cls(con, tuple(tables))
+        return cls(con, tuple(tables))  # data loaded once: one version for its lifetime
 
     @classmethod
     def from_duckdb_file(cls, path: str | Path, tables: tuple[str, ...]) -> DuckDBAdapter:
@@ -49,7 +64,7 @@ class DuckDBAdapter:
             con = duckdb.connect(str(path), read_only=True)
         except duckdb.Error as err:
             raise ConfigError(f"cannot open DuckDB file {path}: {err}", path=str(path)) from None
-        adapter = cls(con, tables)
+        adapter = cls(con, tables, version_of=lambda: _file_version(path))
         try:
             cls._lock_down(con)
             adapter._check_tables_exist(str(path))
@@ -71,7 +86,8 @@ class DuckDBAdapter:
             except duckdb.Error as err:
                 raise ConfigError(f"cannot read {fmt} files {glob!r} for table {name!r}: {err}",
                                   key=name) from None
-        return cls(con, tuple(tables))
+        globs = [glob for _, glob in tables.values()]
+        return cls(con, tuple(tables), version_of=lambda: _glob_version(globs))
 
     @staticmethod
     def _lock_down(con: duckdb.DuckDBPyConnection) -> None:
@@ -91,6 +107,10 @@ class DuckDBAdapter:
                                   f"{', '.join(sorted(present)) or 'no tables'})", key=table)
 
     # -- use -----------------------------------------------------------------------------
+
+    def data_version(self) -> str:
+        """Changes whenever the data may have changed (a noisy answer is cached per version)."""
+        return self._static_version or self._version_of()
 
     def describe(self) -> tuple[TableInfo, ...]:
         """Tables and column types, as DuckDB reports them."""

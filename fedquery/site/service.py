@@ -19,6 +19,7 @@ from fedquery.plan.prepare import Preparer
 from fedquery.policy import Policy, decide, refusal, resolve_policy
 from fedquery.protect.disclosure import protect_site_cells
 from fedquery.site.audit import AuditLog
+from fedquery.site.privacy import SitePrivacy
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +27,18 @@ log = logging.getLogger(__name__)
 class SiteService:
     def __init__(self, name: str, adapter, policy: str | Policy = "open",
                  privacy_units: Mapping[str, str] | None = None,
-                 audit_path: str | Path | None = None) -> None:
+                 audit_path: str | Path | None = None,
+                 state_dir: str | Path | None = None) -> None:
+        """``state_dir`` holds the site's audit log, budget ledger and secret key (needed
+        when the policy adds noise); ``audit_path`` overrides where the audit log goes."""
         self.name = name
+        if audit_path is None and state_dir is not None:
+            audit_path = Path(state_dir) / "audit.jsonl"
         self.audit = AuditLog(audit_path) if audit_path is not None else None
         self.adapter = adapter
         self.policy = resolve_policy(policy)
+        self.privacy = (SitePrivacy(name, self.policy, state_dir)
+                        if self.policy.noise.mechanism != "none" else None)
         units = {k.lower(): v.lower() for k, v in (privacy_units or {}).items()}
         self._tables = tuple(
             TableInfo(t.name.lower(), t.columns, units.get(t.name.lower()))
@@ -38,7 +46,8 @@ class SiteService:
         self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
         self._preparer = Preparer({t.name: {c.name.lower(): c.type for c in t.columns}
                                    for t in self._tables}, self._units,
-                                  self.policy.requirements())
+                                  self.policy.requirements(),
+                                  self.privacy.bounding if self.privacy else None)
 
     def catalog(self) -> SiteCatalog:
         """The tables and columns this site's policy releases — nothing else (hidden and
@@ -92,6 +101,9 @@ class SiteService:
         if request.fingerprint and request.fingerprint != plan.fingerprint:
             raise InternalError(f"site {self.name!r} derived a different plan than the "
                                 "coordinator (its catalog differs); refusing to answer")
+        if self.privacy is not None:
+            return self.privacy.answer(request, prepared, self.adapter.execute,
+                                       self.adapter.data_version())
         fragment = plan.fragment
         raw = self.adapter.execute(fragment.sql)
         partials, suppressed = protect_site_cells(
@@ -103,5 +115,13 @@ class SiteService:
         return SiteReply(site=self.name, fingerprint=plan.fingerprint, partials=partials,
                          suppressed=suppressed)
 
+    def budget(self, analyst: str) -> dict:
+        """The analyst's budget at this site (no noise: nothing is spent)."""
+        if self.privacy is None:
+            return {"analyst": analyst, "site": self.name, "mechanism": "none"}
+        return self.privacy.budget(analyst)
+
     def close(self) -> None:
+        if self.privacy is not None:
+            self.privacy.close()
         self.adapter.close()

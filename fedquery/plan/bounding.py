@@ -1,0 +1,199 @@
+"""Rule: bound every privacy unit's contribution, in the site's SQL, before noise.
+
+Under differential privacy the fragment becomes three steps:
+
+1. ``__rows``: the query's rows (FROM/JOIN/WHERE) with the group keys, the privacy unit, and
+   per row the value each partial adds — clamped to public bounds and, for sums of real
+   values, encoded as fixed-point integers;
+2. ``__capped``: at most ``row_cap`` rows per unit, chosen by a keyed hash of the row (the
+   site's secret key, so the choice is deterministic and unpredictable — not ``random()``);
+3. the partials per group: sums of the bounded per-row values.  When every group key has a
+   public domain, every key of the domain (and NULL) gets a row, zeros included, so which
+   groups exist is never revealed by the data.
+
+One unit then changes any partial vector by at most ``row_cap × per_row`` (L1 and L2): that is
+the sensitivity ``protect.noise`` calibrates to.  MIN and MAX cannot be bounded this way and
+are refused.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import sqlglot
+from sqlglot import exp
+
+from fedquery.errors import NotSupportedError
+from fedquery.ir import Partial
+from fedquery.plan.bounds import expression_bounds
+from fedquery.plan.disclosure import unit_expression
+from fedquery.plan.state import PlanState
+from fedquery.sql.lineage import root_scope, trace_column
+
+DIALECT = "duckdb"
+
+
+def _q(name: str) -> str:
+    return '"' + name + '"'
+
+
+def _literal(value) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class _Context:
+    def __init__(self, state: PlanState) -> None:
+        self.state = state
+        self.scope = root_scope(state.query)
+        bounding = state.bounding
+        self.bounds = dict(bounding.column_bounds)
+        self.domains = dict(bounding.domains)
+
+    def column_bounds(self, column: exp.Column):
+        bases = trace_column(self.scope, column)
+        found = [self.bounds.get(b) for b in bases]
+        if not found or any(f is None for f in found):
+            return None
+        return min(f[0] for f in found), max(f[1] for f in found)
+
+    def key_values(self, key: exp.Expression) -> list | None:
+        """The public values of a group key (NULL included), or None if it has none."""
+        if isinstance(key, exp.Case):
+            outputs = [i.args.get("true") for i in key.args.get("ifs", [])]
+            default = key.args.get("default")
+            every = outputs + ([default] if default else [])
+            if all(isinstance(o, exp.Literal) for o in every):
+                values = list(dict.fromkeys(o.to_py() for o in every))
+                return values + [None]
+            return None
+        if isinstance(key, exp.Column):
+            bases = trace_column(self.scope, key)
+            domains = [self.domains.get(b) for b in bases]
+            if len(domains) == 1 and domains[0] is not None:
+                return list(domains[0]) + [None]
+        return None
+
+
+def _row_value(ctx: _Context, partial: Partial) -> tuple[str, float, int, tuple | None]:
+    """(per-row SQL, the most one row adds, fixed-point factor, argument clamp)."""
+    cond = partial.condition
+    guard = (lambda v: f"CASE WHEN {cond} THEN {v} ELSE 0 END") if cond else (lambda v: v)
+    if partial.kind in ("count", "count_distinct_unit"):
+        agg = sqlglot.parse_one(partial.sql, read=DIALECT)
+        agg = agg.this if isinstance(agg, exp.Filter) else agg
+        if isinstance(agg, exp.CountIf):
+            test = agg.this.sql(DIALECT)
+        elif partial.kind == "count_distinct_unit" or isinstance(agg.this, exp.Star):
+            test = "TRUE"
+        else:
+            test = f"{partial.argument} IS NOT NULL"
+        if cond:
+            test = f"({test}) AND ({cond})"
+        return f"CASE WHEN {test} THEN 1 ELSE 0 END", 1.0, 1, None
+    argument = sqlglot.parse_one(partial.argument, read=DIALECT)
+    bounds = expression_bounds(argument, ctx.column_bounds)
+    if bounds is None:
+        raise NotSupportedError(
+            f"cannot bound {partial.argument} for differential privacy: every column it reads "
+            "needs bounds in the site's policy (and no division by a value that may be 0)")
+    lo, hi = bounds
+    scale = ctx.state.bounding.fixed_point
+    clamped = f"LEAST(GREATEST(CAST({partial.argument} AS DOUBLE), {lo!r}), {hi!r})"
+    if partial.kind == "sum":
+        per_row = max(abs(lo), abs(hi)) * scale
+        value = f"CAST(ROUND({clamped} * {scale}) AS BIGINT)"
+    else:  # sumsq
+        per_row = max(lo * lo, hi * hi) * scale
+        value = f"CAST(ROUND({clamped} * {clamped} * {scale}) AS BIGINT)"
+    value = f"CASE WHEN {partial.argument} IS NULL THEN 0 ELSE {value} END"
+    return guard(value), float(per_row), scale, (lo, hi)
+
+
+def _keys_sql(ctx: _Context, names) -> str | None:
+    values = [ctx.key_values(k) for k in ctx.state.group_keys]
+    if any(v is None for v in values):
+        return None
+    rows = [f"({', '.join(_literal(v) for v in combo)})" for combo in
+            itertools.product(*values)]
+    columns = ", ".join(_q(n) for n in names)
+    return f"SELECT * FROM (VALUES {', '.join(rows)}) AS k({columns})"
+
+
+def _row_cap(state: PlanState) -> int:
+    """Rows one unit may add to the query: the largest ``max_rows_per_unit`` of the tables
+    it reads (a join of a one-row-per-patient table with labs is capped at the labs' cap)."""
+    caps = dict(state.bounding.row_caps)
+    ctes = {c.alias_or_name.lower() for c in state.query.find_all(exp.CTE)}
+    tables = {t.name.lower() for t in state.query.find_all(exp.Table)} - ctes
+    missing = sorted(t for t in tables if t not in caps)
+    if missing:
+        raise NotSupportedError(f"table {missing[0]} has no max_rows_per_unit in the site's "
+                                "policy, so one patient's contribution cannot be bounded")
+    return max(caps[t] for t in tables)
+
+
+def bound_contributions(state: PlanState) -> PlanState:
+    if state.bounding is None:
+        return state
+    ctx = _Context(state)
+    unit = unit_expression(state)
+    if unit is None:
+        raise NotSupportedError("differential privacy needs the privacy unit: select the "
+                                "privacy unit column (e.g. patient_id) in the subquery or CTE "
+                                "the query reads from")
+    for partial in state.partials:
+        if partial.kind in ("min", "max"):
+            raise NotSupportedError(f"{partial.kind.upper()} cannot be released with "
+                                    "differential privacy; use a GROUP BY over bands (binned "
+                                    "counts) instead")
+    rows, partials = [], []
+    for j, partial in enumerate(state.partials):
+        sql, per_row, fixed_point, arg_bounds = _row_value(ctx, partial)
+        rows.append(f"{sql} AS {_q(f'__v_{j}')}")
+        partials.append(replace(partial, per_row=per_row, fixed_point=fixed_point,
+                                arg_bounds=arg_bounds))
+    groups = list(state.group_names)
+    key_sql = [f"{k.sql(DIALECT)} AS {_q(g)}" for k, g in zip(state.group_keys, groups)]
+    hash_parts = ", ".join([f"CAST({unit.sql(DIALECT)} AS VARCHAR)"]
+                           + [f"CAST({k.sql(DIALECT)} AS VARCHAR)" for k in state.group_keys]
+                           + [f"CAST({p.argument} AS VARCHAR)"
+                              for p in state.partials if p.argument])
+    key = state.bounding.hash_key.replace("'", "''")
+    source = state.query.copy()
+    for arg in ("having", "order", "limit", "offset", "distinct", "qualify", "group"):
+        source.set(arg, None)
+    source.set("expressions", [sqlglot.parse_one(f"{unit.sql(DIALECT)} AS {_q('__unit')}",
+                                                 read=DIALECT)]
+               + [sqlglot.parse_one(s, read=DIALECT) for s in key_sql + rows]
+               + [sqlglot.parse_one(f"md5(concat_ws('|', '{key}', {hash_parts})) AS "
+                                    f"{_q('__h')}", read=DIALECT)])
+    cap = _row_cap(state)
+    sums = ", ".join(f"COALESCE(SUM({_q(f'__v_{j}')}), 0) AS {_q(p.name)}"
+                     if p.kind != "count_distinct_unit" else
+                     f"COUNT(DISTINCT {_q('__unit')}) FILTER (WHERE {_q(f'__v_{j}')} > 0) AS "
+                     f"{_q(p.name)}" for j, p in enumerate(partials))
+    group_by = f" GROUP BY {', '.join(_q(g) for g in groups)}" if groups else ""
+    select_groups = "".join(f"{_q(g)}, " for g in groups)
+    fragment = (f"WITH {_q('__rows')} AS ({source.sql(DIALECT)}), {_q('__capped')} AS ("
+                f"SELECT * FROM {_q('__rows')} QUALIFY ROW_NUMBER() OVER (PARTITION BY "
+                f"{_q('__unit')} ORDER BY {_q('__h')}) <= {cap}) "
+                f"SELECT {select_groups}{sums} FROM {_q('__capped')}{group_by}")
+    if groups:
+        keys = _keys_sql(ctx, groups)
+        if keys is None:
+            raise NotSupportedError(
+                "under differential privacy every GROUP BY key needs a public domain (a "
+                "column with a domain in the policy, or a CASE band with literal labels), so "
+                "that which groups exist is not revealed by the data")
+        join = " AND ".join(f"k.{_q(g)} IS NOT DISTINCT FROM f.{_q(g)}" for g in groups)
+        filled = ", ".join(f"COALESCE(f.{_q(p.name)}, 0) AS {_q(p.name)}" for p in partials)
+        fragment = (f"SELECT {', '.join('k.' + _q(g) for g in groups)}, {filled} FROM "
+                    f"({keys}) AS k LEFT JOIN ({fragment}) AS f ON {join}")
+    return replace(state, fragment_sql=fragment, partials=tuple(partials), row_cap=cap)

@@ -1,0 +1,139 @@
+"""A site's differential privacy: its bounds, its budget ledger, its noise cache.
+
+The contract for every noisy answer: look in the cache (an equal query, however written, gets
+the same noisy answer at no cost) → reserve the query's ρ in the ledger (refused when the
+analyst's budget cannot cover it) → run the bounded fragment → add OpenDP noise → commit the
+spend → store in the cache → release.  Anything failing before the commit rolls the
+reservation back; a process killed in between leaves a reservation that the ledger reclaims,
+and nothing was released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from fedquery.errors import ConfigError, PolicyViolation
+from fedquery.ir import Bounding, QueryRequest, RuleHit, SiteReply
+from fedquery.plan.canonical import canonical_text
+from fedquery.policy.ledger import BudgetLedger
+from fedquery.policy.model import Policy
+from fedquery.protect.keys import site_secret
+from fedquery.protect.noise import DEFAULT_DELTA, add_noise, budget_rho, epsilon_of, plan_noise
+from fedquery.transport import codec
+
+
+def bounding_of(policy: Policy, secret: str) -> Bounding:
+    """The contribution bounds a policy declares (row caps, column bounds, domains)."""
+    caps, bounds, domains = [], [], []
+    for table, entry in (policy.tables or {}).items():
+        if entry.max_rows_per_unit is not None:
+            caps.append((table, entry.max_rows_per_unit))
+        for column, spec in entry.columns.items():
+            if spec.bounds is not None:
+                bounds.append(((table, column), tuple(spec.bounds)))
+            if spec.domain is not None:
+                domains.append(((table, column), tuple(spec.domain)))
+    return Bounding(row_caps=tuple(caps), column_bounds=tuple(bounds), domains=tuple(domains),
+                    hash_key=secret)
+
+
+class SitePrivacy:
+    def __init__(self, site: str, policy: Policy, state_dir: str | Path | None) -> None:
+        if state_dir is None:
+            raise ConfigError(f"site {site!r}: its policy adds {policy.noise.mechanism} noise, "
+                              "so it needs a state directory for its budget ledger "
+                              "(--state-dir)", key="state_dir")
+        state = Path(state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        self.site = site
+        self.policy = policy
+        self.noise = policy.noise
+        self.delta = self.noise.delta or DEFAULT_DELTA
+        self.bounding = bounding_of(policy, site_secret(state / "site.key"))
+        self.ledger = BudgetLedger(state / "ledger.sqlite")
+
+    # -- settings and budget -----------------------------------------------------------------
+
+    def epsilon_delta(self, request: QueryRequest) -> tuple[float, float | None]:
+        limit = self.noise.max_epsilon_per_query
+        epsilon = float(request.settings.get("epsilon", limit if limit is not None else 1.0))
+        if limit is not None and epsilon > limit + 1e-12:
+            raise PolicyViolation(
+                f"refused by the policy of {self.site}:\n  R-EPSILON at {self.site}: a query "
+                f"may spend at most epsilon {limit:g} here, {epsilon:g} was asked (hint: SET "
+                f"epsilon = {limit:g} or less)",
+                rules=(RuleHit("R-EPSILON", self.site, "epsilon",
+                               f"at most {limit:g} per query", f"SET epsilon = {limit:g}"),))
+        delta = request.settings.get("delta", self.noise.delta)
+        return epsilon, (float(delta) if delta is not None else None)
+
+    def budget_rho(self) -> float:
+        epsilon = self.noise.budget_epsilon
+        return float("inf") if epsilon is None else budget_rho(epsilon, self.delta)
+
+    def budget(self, analyst: str) -> dict:
+        total = self.budget_rho()
+        spent = self.ledger.spent(analyst)
+        remaining = self.ledger.remaining(analyst, total)
+        return {"analyst": analyst, "site": self.site, "mechanism": self.noise.mechanism,
+                "delta": self.delta, "rho_spent": spent, "rho_remaining": remaining,
+                "epsilon_budget": self.noise.budget_epsilon,
+                "epsilon_spent": epsilon_of(spent, self.delta),
+                "epsilon_remaining": None if remaining == float("inf") else (
+                    epsilon_of(total, self.delta) - epsilon_of(spent, self.delta))}
+
+    # -- answering -----------------------------------------------------------------------------
+
+    def answer(self, request: QueryRequest, prepared, execute, data_version: str) -> SiteReply:
+        epsilon, delta = self.epsilon_delta(request)
+        plan = prepared.plan
+        noise = plan_noise(plan.fragment.partials, plan.fragment.row_cap,
+                           self.noise.mechanism, epsilon, delta)
+        key = hashlib.sha256("\n".join([
+            canonical_text(prepared.query), self.noise.mechanism,
+            repr(epsilon), repr(delta), data_version]).encode()).hexdigest()
+        cached = self.ledger.cache_get(key)
+        if cached is not None:
+            reply = codec.decode_reply(cached)
+            return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
+                             reply.meta + (("cached", True), ("rho_charged", 0.0)))
+        reservation = self.ledger.reserve(request.analyst, noise.rho,
+                                          budget_rho=self.budget_rho(),
+                                          query_id=request.query_id or key)
+        try:
+            raw = execute(plan.fragment.sql)
+            noisy = add_noise(raw, noise)
+            meta = (("mechanism", noise.mechanism), ("epsilon", epsilon), ("delta", delta),
+                    ("rho", noise.rho), ("epsilon_spent", self._shown_epsilon(noise)),
+                    ("noise", json.loads(json.dumps(
+                        [[p.name, p.scale, p.fixed_point] for p in noise.partials]))),
+                    ("bounds", [[p.name, *p.arg_bounds] for p in plan.fragment.partials
+                                if p.arg_bounds]))
+            reply = SiteReply(self.site, plan.fingerprint, _with_flags(noisy), 0, meta)
+            self.ledger.commit(reservation)
+        except BaseException:
+            self.ledger.rollback(reservation)
+            raise
+        stored = self.ledger.cache_put(key, codec.encode_reply(reply))
+        released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
+        return SiteReply(released.site, plan.fingerprint, released.partials,
+                         released.suppressed, released.meta + (("cached", False),
+                                                               ("rho_charged", noise.rho)))
+
+    def _shown_epsilon(self, noise) -> float:
+        """The ε a user reads for this query: the asked ε under pure DP, else OpenDP's
+        conversion of the charged ρ at δ."""
+        return noise.epsilon if noise.mechanism == "laplace" else epsilon_of(
+            noise.rho, noise.delta or self.delta)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def _with_flags(table):
+    import pyarrow as pa
+    n = table.num_rows
+    return table.append_column("__units", pa.nulls(n, pa.int64())).append_column(
+        "__suppressed", pa.array([False] * n, pa.bool_()))
