@@ -171,7 +171,7 @@ def connect(federation: str | os.PathLike[str], *, user: str | None = None,
     name = user or fed.user
     if not name:
         raise InterfaceError(f"{fed.path}: no analyst name: add credentials.user or pass user=")
-    clients = site_clients(fed, token or fed.token or "")
+    clients = site_clients(fed, token or fed.token or "", timeout)
     try:
         engine = Engine(clients, timeout=timeout if timeout is not None else fed.timeout,
                         on_site_failure=on_site_failure or fed.on_site_failure,

@@ -81,6 +81,11 @@ class Engine:
         plan = prepared.plan
         self.catalog.check_usable(plan.tables, prepared.base_columns)
         schema = self._combiner.result_schema(sql)
+        if self.requirements.noise != "none" and settings.get("epsilon") is None and (
+                self.requirements.epsilon is not None):
+            # Every site spends the same ε: the strictest per-query limit of the federation.
+            settings = Settings(tuple(sorted(settings.values + (
+                ("epsilon", self.requirements.epsilon),))))
         request = QueryRequest(sql=sql, analyst=analyst, settings=settings,
                                query_id=uuid.uuid4().hex, fingerprint=plan.fingerprint)
         log.debug("query %s planned: %d partials, %d group keys", request.query_id,

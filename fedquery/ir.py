@@ -121,6 +121,7 @@ class Partial:
     condition: str = ""  # the aggregate's FILTER (WHERE ...) condition, "" if none
     # Set by contribution bounding (differential privacy):
     per_row: float = 0.0  # the most one row can add, in the partial's (encoded) units
+    sensitivity: float = 0.0  # the most one unit can move the partial vector (L1 and L2)
     fixed_point: int = 1  # sums travel as integers: value × fixed_point
     arg_bounds: tuple[float, float] | None = None  # the clamp applied to the argument
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import math
+import os
+import tempfile
+from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,11 +32,13 @@ def _to_arrow(table: TableLike) -> pa.Table:
 
 def local_federation(sites: Mapping[str, Mapping[str, TableLike]], policy: Any = "open", *,
                      privacy_units: Mapping[str, str] | None = None, user: str = "analyst",
-                     **engine_options: Any):
+                     state_dir: str | os.PathLike | None = None, **engine_options: Any):
     """A DB-API connection over in-process sites built from ``{site: {table: data}}``.
 
     ``policy`` is a built-in policy name, a Policy, or ``{site: policy}``.  ``privacy_units``
     maps table name → privacy-unit column (used for ``COUNT(DISTINCT unit)`` and bounding).
+    ``state_dir`` holds each site's audit log, budget ledger and key (``state_dir/<site>``);
+    by default a new temporary directory.
 
     >>> import pyarrow as pa
     >>> t = pa.table({"x": [1, 2, 3]})
@@ -43,16 +48,22 @@ def local_federation(sites: Mapping[str, Mapping[str, TableLike]], policy: Any =
     """
     from fedquery.dbapi import Connection
     from fedquery.engine import Engine
+    from fedquery.policy import resolve_policy
     from fedquery.site.adapter import DuckDBAdapter
     from fedquery.site.service import SiteService
     from fedquery.transport.inprocess import InProcessClient
 
     clients = []
+    root = Path(state_dir) if state_dir is not None else None
     for name, tables in sites.items():
         adapter = DuckDBAdapter.from_arrow({t: _to_arrow(d) for t, d in tables.items()})
-        site_policy = policy.get(name, "open") if isinstance(policy, Mapping) else policy
+        site_policy = resolve_policy(policy.get(name, "open") if isinstance(policy, Mapping)
+                                     else policy)
+        if root is None and site_policy.noise.mechanism != "none":
+            root = Path(tempfile.mkdtemp(prefix="fedquery-sites-"))  # a budget ledger is needed
         service = SiteService(name, adapter, policy=site_policy,
-                              privacy_units=dict(privacy_units or {}))
+                              privacy_units=dict(privacy_units or {}),
+                              state_dir=root / name if root is not None else None)
         clients.append(InProcessClient(service))
     engine = Engine(clients, **engine_options)
     return Connection(engine, user=user)

@@ -30,9 +30,26 @@ def rows_of(table: pa.Table) -> list[tuple]:
     return list(zip(*columns)) if columns else []
 
 
-def render(table: pa.Table, fmt: str = "table", title: str | None = None) -> str:
-    """``table`` as text in one of :data:`FORMATS`."""
+def _with_interval(value: Any, interval) -> str:
+    if interval is None or value is None or not isinstance(value, int | float):
+        return _cell(value)
+    low, high = interval
+    if low is None or high is None:
+        return _cell(value)
+    width = max(value - low, high - value)
+    if width <= 0 or math.isnan(width) or math.isinf(width):
+        return _cell(value)
+    digits = max(0, 1 - math.floor(math.log10(width)))  # two significant digits of the width
+    return f"{value:.{digits}f} ± {width:.{digits}f}"
+
+
+def render(table: pa.Table, fmt: str = "table", intervals=(), title: str | None = None) -> str:
+    """``table`` as text in one of :data:`FORMATS`; for people (table, markdown) a noisy value
+    is shown with its 95 % interval, ``412 ± 6``; csv and json carry the values alone."""
     rows = rows_of(table)
+    if intervals and fmt in ("table", "markdown"):
+        rows = [tuple(_with_interval(v, i) for v, i in zip(row, ivs))
+                for row, ivs in zip(rows, intervals)]
     names = table.column_names
     if fmt == "csv":
         out = io.StringIO()
@@ -59,8 +76,16 @@ def render(table: pa.Table, fmt: str = "table", title: str | None = None) -> str
 
 
 def describe_report(report) -> str:
-    """One line under a result: who answered, what was suppressed, caveats."""
+    """One line under a result: who answered, what it cost, what was suppressed, caveats."""
     parts = [f"sites answered: {', '.join(report.sites_answered)}"]
+    if report.epsilon_spent:
+        spent = ", ".join(f"{site} {eps:g}" for site, eps in report.epsilon_spent)
+        parts.append(f"mode {report.mode}, epsilon spent: {spent}")
+    if report.cached_sites:
+        parts.append(f"from the noise cache at {', '.join(report.cached_sites)} (no budget "
+                     "spent)")
+    if report.intervals:
+        parts.append("± = 95% interval")
     if report.sites_failed:
         parts.append("sites failed: " + ", ".join(s for s, _ in report.sites_failed))
     if report.suppressed_cells:

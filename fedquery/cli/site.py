@@ -34,6 +34,18 @@ def verify(file: str, expect_head: str | None) -> None:
     sys.exit(code)
 
 
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    from fedquery.errors import ConfigError
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {host}:{port}: {err.strerror} (is another "
+                              "site already using the port?)", key="port") from None
+
+
 @site.command()
 @click.argument("connector", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--policy", "policy_path", required=True,
@@ -55,6 +67,7 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
     """Serve one site over Arrow Flight until SIGINT or SIGTERM."""
     from fedquery.errors import Error
     from fedquery.site.runner import build_site_service
+    from fedquery.transport.certs import check_key_pair
     from fedquery.transport.flight_server import SiteFlightServer
 
     log = logging.getLogger("fedquery.site")
@@ -62,6 +75,10 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
         raise click.UsageError("give --tls-cert and --tls-key (TLS), or --insecure (plain text "
                                "for a closed test network)")
     try:
+        if not insecure:
+            check_key_pair(tls_cert, tls_key)
+        if port:
+            _check_port_free(host, port)
         service = build_site_service(connector, policy_path, state_dir)
         tls = None
         scheme = "grpc+tcp"
@@ -73,6 +90,10 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
         server = SiteFlightServer(service, f"{scheme}://{host}:{port}", tls_certificates=tls)
     except (Error, OSError) as err:
         click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except Exception as err:  # noqa: BLE001 - Arrow reports a failed start as ArrowException
+        click.echo(f"error: the site could not listen on {host}:{port} ({err}); is the port "
+                   "in use, and do --tls-cert and --tls-key belong together?", err=True)
         sys.exit(2)
     endpoint = f"{scheme}://{host}:{server.port}"
     if port_file is not None:

@@ -34,6 +34,15 @@ from fedquery.sql.lineage import root_scope, trace_column
 DIALECT = "duckdb"
 
 
+def _number(node) -> float | None:
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):
+        value = _number(node.this)
+        return None if value is None else -value
+    if isinstance(node, exp.Literal) and not node.is_string:
+        return float(node.this)
+    return None
+
+
 def _q(name: str) -> str:
     return '"' + name + '"'
 
@@ -55,11 +64,43 @@ class _Context:
         bounding = state.bounding
         self.bounds = dict(bounding.column_bounds)
         self.domains = dict(bounding.domains)
+        self.where = self._where_bounds()
+
+    def _where_bounds(self) -> dict:
+        """Bounds the outer WHERE imposes (``x BETWEEN a AND b``, ``x >= a``, ``x < b``…):
+        rows outside are never aggregated, so a sum may use the tighter range."""
+        where = self.state.query.args.get("where")
+        out: dict = {}
+        conjuncts = where.this.flatten() if where is not None and isinstance(
+            where.this, exp.And) else ([where.this] if where is not None else [])
+        for node in conjuncts:
+            if isinstance(node, exp.Between) and isinstance(node.this, exp.Column):
+                low, high = node.args.get("low"), node.args.get("high")
+                if _number(low) is not None and _number(high) is not None:
+                    self._tighten(out, node.this, _number(low), _number(high))
+            elif isinstance(node, exp.GTE | exp.GT | exp.LTE | exp.LT) and isinstance(
+                    node.this, exp.Column) and _number(node.expression) is not None:
+                value = _number(node.expression)
+                lower = isinstance(node, exp.GTE | exp.GT)
+                self._tighten(out, node.this, value if lower else float("-inf"),
+                              float("inf") if lower else value)
+        return out
+
+    def _tighten(self, out: dict, column: exp.Column, low: float, high: float) -> None:
+        for base in trace_column(self.scope, column):
+            old = out.get(base, (float("-inf"), float("inf")))
+            out[base] = (max(old[0], low), min(old[1], high))
 
     def column_bounds(self, column: exp.Column):
         bases = trace_column(self.scope, column)
-        found = [self.bounds.get(b) for b in bases]
-        if not found or any(f is None for f in found):
+        found = []
+        for base in bases:
+            policy = self.bounds.get(base)
+            if policy is None:
+                return None
+            lo, hi = self.where.get(base, policy)
+            found.append((max(policy[0], lo), min(policy[1], hi)))
+        if not found or any(lo > hi for lo, hi in found):
             return None
         return min(f[0] for f in found), max(f[1] for f in found)
 
@@ -116,6 +157,17 @@ def _row_value(ctx: _Context, partial: Partial) -> tuple[str, float, int, tuple 
     return guard(value), float(per_row), scale, (lo, hi)
 
 
+def _key_count(ctx: _Context) -> int | None:
+    """How many groups the public domains allow (1 without GROUP BY; None if unknown)."""
+    total = 1
+    for key in ctx.state.group_keys:
+        values = ctx.key_values(key)
+        if values is None:
+            return None
+        total *= len(values)
+    return total
+
+
 def _keys_sql(ctx: _Context, names) -> str | None:
     values = [ctx.key_values(k) for k in ctx.state.group_keys]
     if any(v is None for v in values):
@@ -153,12 +205,18 @@ def bound_contributions(state: PlanState) -> PlanState:
             raise NotSupportedError(f"{partial.kind.upper()} cannot be released with "
                                     "differential privacy; use a GROUP BY over bands (binned "
                                     "counts) instead")
+    cap = _row_cap(state)
+    n_keys = _key_count(ctx)
     rows, partials = [], []
     for j, partial in enumerate(state.partials):
         sql, per_row, fixed_point, arg_bounds = _row_value(ctx, partial)
         rows.append(f"{sql} AS {_q(f'__v_{j}')}")
+        # One unit adds at most `cap` rows; a distinct-unit count moves by at most 1 in each
+        # of the groups the unit reaches, so by at most min(cap, number of groups).
+        sensitivity = (min(cap, n_keys) if partial.kind == "count_distinct_unit" and n_keys
+                       else cap * per_row)
         partials.append(replace(partial, per_row=per_row, fixed_point=fixed_point,
-                                arg_bounds=arg_bounds))
+                                arg_bounds=arg_bounds, sensitivity=float(sensitivity)))
     groups = list(state.group_names)
     key_sql = [f"{k.sql(DIALECT)} AS {_q(g)}" for k, g in zip(state.group_keys, groups)]
     hash_parts = ", ".join([f"CAST({unit.sql(DIALECT)} AS VARCHAR)"]
@@ -174,7 +232,6 @@ def bound_contributions(state: PlanState) -> PlanState:
                + [sqlglot.parse_one(s, read=DIALECT) for s in key_sql + rows]
                + [sqlglot.parse_one(f"md5(concat_ws('|', '{key}', {hash_parts})) AS "
                                     f"{_q('__h')}", read=DIALECT)])
-    cap = _row_cap(state)
     sums = ", ".join(f"COALESCE(SUM({_q(f'__v_{j}')}), 0) AS {_q(p.name)}"
                      if p.kind != "count_distinct_unit" else
                      f"COUNT(DISTINCT {_q('__unit')}) FILTER (WHERE {_q(f'__v_{j}')} > 0) AS "

@@ -16,6 +16,8 @@ from collections import Counter
 
 from sqlglot import exp
 
+from fedquery.sql.support import contains_aggregate
+
 DIALECT = "duckdb"
 
 
@@ -33,6 +35,10 @@ def _sort_connectives(node: exp.Expression) -> exp.Expression:
 def canonical_text(query: exp.Expression) -> str:
     """The canonical SQL text of a qualified query (never executed; only compared)."""
     query = query.copy()
+    group = query.args.get("group")
+    if group is not None and group.args.get("all"):  # GROUP BY ALL = the non-aggregates
+        keys = [p.unalias() for p in query.expressions if not contains_aggregate(p)]
+        query.set("group", exp.Group(expressions=[k.copy() for k in keys]))
     names = Counter(t.name.lower() for t in query.find_all(exp.Table))
     renames = {}
     for table in query.find_all(exp.Table):
@@ -46,4 +52,4 @@ def canonical_text(query: exp.Expression) -> str:
             column.set("table", exp.to_identifier(renames[column.table], quoted=True))
     # Output aliases of the outer query only: inner aliases carry meaning.
     query.set("expressions", [p.unalias() for p in query.expressions])
-    return query.transform(_sort_connectives).sql(DIALECT)
+    return query.transform(_sort_connectives).sql(DIALECT, comments=False)

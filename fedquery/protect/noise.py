@@ -132,7 +132,7 @@ def plan_noise(partials, row_cap: int, mechanism: str, epsilon: float,
     share = epsilon / m if mechanism == "laplace" else rho_for(epsilon, delta) / m
     out = []
     for p in partials:
-        sensitivity = max(int(math.ceil(row_cap * p.per_row)), 1)
+        sensitivity = max(int(math.ceil(p.sensitivity or row_cap * p.per_row)), 1)
         scale = calibrate_scale(mechanism, sensitivity, share)
         out.append(PartialNoise(p.name, sensitivity, scale, p.fixed_point,
                                 charged_rho(mechanism, scale, sensitivity)))

@@ -22,4 +22,4 @@ def build_site_service(connector_path: Path, policy_path: Path,
     state = Path(state_dir) if state_dir is not None else Path("state") / connector.site
     state.mkdir(parents=True, exist_ok=True)
     return SiteService(connector.site, open_adapter(connector), policy,
-                       privacy_units(connector), audit_path=state / "audit.jsonl")
+                       privacy_units(connector), state_dir=state)

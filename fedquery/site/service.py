@@ -33,6 +33,7 @@ class SiteService:
         when the policy adds noise); ``audit_path`` overrides where the audit log goes."""
         self.name = name
         if audit_path is None and state_dir is not None:
+            Path(state_dir).mkdir(parents=True, exist_ok=True)
             audit_path = Path(state_dir) / "audit.jsonl"
         self.audit = AuditLog(audit_path) if audit_path is not None else None
         self.adapter = adapter

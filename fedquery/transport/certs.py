@@ -355,3 +355,21 @@ def _create_temp(folder: Path, stem: str, mode: int) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary file name in {folder}")
+
+
+def check_key_pair(cert_path: str | os.PathLike, key_path: str | os.PathLike) -> None:
+    """ConfigError unless the private key in ``key_path`` belongs to the certificate."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as err:
+        raise ConfigError(f"cannot read the TLS certificate {cert_path} or key {key_path}: "
+                          f"{err}", path=str(key_path)) from None
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if cert.public_key().public_bytes(encoding, public) != key.public_key().public_bytes(
+            encoding, public):
+        raise ConfigError(f"the TLS key {key_path} does not belong to the certificate "
+                          f"{cert_path}", path=str(key_path))

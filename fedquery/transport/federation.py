@@ -96,8 +96,9 @@ def load_federation(path: str | os.PathLike[str]) -> Federation:
                       token=token)
 
 
-def site_clients(federation: Federation, token: str):
-    """One Flight client per site, verifying each site against its CA."""
+def site_clients(federation: Federation, token: str, timeout: float | None = None):
+    """One Flight client per site, verifying each site against its CA; catalog and health
+    calls give up after ``timeout`` (default: the federation's query timeout)."""
     from fedquery.transport.certs import load_ca_pem
     from fedquery.transport.flight_client import FlightSiteClient
 
@@ -105,6 +106,8 @@ def site_clients(federation: Federation, token: str):
         raise ConfigError(f"{federation.path}: no analyst token: add credentials (token: "
                           "{$env: NAME} or token_file) or pass token=", path=str(federation.path),
                           key="credentials")
+    connect_timeout = timeout if timeout is not None else federation.timeout
     return [FlightSiteClient(s.name, s.endpoint, token,
                              ca_pem=load_ca_pem(s.ca) if s.ca else None,
-                             insecure=federation.insecure) for s in federation.sites]
+                             insecure=federation.insecure, connect_timeout=connect_timeout)
+            for s in federation.sites]

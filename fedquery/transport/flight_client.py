@@ -40,7 +40,10 @@ class FlightSiteClient:
         self.endpoint = endpoint
         self._headers = [(b"authorization", b"Bearer " + token.encode())]
         self._connect_timeout = connect_timeout
-        self._client = flight.FlightClient(endpoint, tls_root_certs=ca_pem)
+        # Reconnect quickly once a site is back (gRPC's default backoff grows to 120 s).
+        self._client = flight.FlightClient(endpoint, tls_root_certs=ca_pem, generic_options=[
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)])
 
     def _options(self, timeout: float | None) -> flight.FlightCallOptions:
         return flight.FlightCallOptions(timeout=timeout, headers=self._headers)

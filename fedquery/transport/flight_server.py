@@ -116,10 +116,7 @@ class SiteFlightServer(flight.FlightServerBase):
             yield flight.Result(json.dumps(self.service.health()).encode())
         elif action.type == "budget":
             _require(identity, BUDGET_ROLES, "read budgets")
-            budget = getattr(self.service, "budget", None)
-            body = budget(identity.analyst) if budget else {"analyst": identity.analyst,
-                                                            "budget": None}
-            yield flight.Result(json.dumps(body).encode())
+            yield flight.Result(json.dumps(self.service.budget(identity.analyst)).encode())
         else:
             raise flight.FlightServerError(f"unknown action {action.type!r}; known: catalog, "
                                            "health, budget")

@@ -19,6 +19,8 @@ Whatever the refusal, its message must not contain a value of the data (DESIGN.m
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import textwrap
 from collections.abc import Iterator, Mapping
@@ -32,6 +34,12 @@ from fedquery.demo.generate import generate_federation_tables
 from fedquery.errors import CatalogError, Error, PolicyViolation
 from fedquery.ir import QueryRequest
 from fedquery.policy.load import load_policy
+
+
+def _exact(policy):
+    """The demo policy without its noise: this suite tests enforcement and disclosure control
+    on exact results (differential privacy has its own tests in tests/dp)."""
+    return dataclasses.replace(policy, noise=dataclasses.replace(policy.noise, mechanism="none"))
 from fedquery.site.adapter import DuckDBAdapter
 from fedquery.site.service import SiteService
 from fedquery.testing import local_federation
@@ -135,7 +143,7 @@ def demo_tables() -> dict[str, dict[str, pa.Table]]:
 
 @pytest.fixture(scope="session")
 def demo_policies():
-    return {site: load_policy(POLICIES / f"{site}.yaml", site=site) for site in SITES}
+    return {site: _exact(load_policy(POLICIES / f"{site}.yaml", site=site)) for site in SITES}
 
 
 @pytest.fixture(scope="session")
@@ -261,7 +269,7 @@ def small_policies(tmp_path_factory):
     for site in ("trial_a", "trial_b"):
         path = directory / f"{site}.yaml"
         path.write_text(textwrap.dedent(SMALL_POLICY.format(site=site)), encoding="utf-8")
-        policies[site] = load_policy(path, site=site)
+        policies[site] = _exact(load_policy(path, site=site))
     return policies
 
 

@@ -89,8 +89,8 @@ def test_demo_policy_content():
     policy = load_policy(POLICIES / "hospital_a.yaml", site="hospital_a")
     assert policy.disclosure == Disclosure(min_cell_count=10, dominance=(2, 85.0), min_sites=1,
                                            max_groups=200)
-    assert policy.noise == Noise(mechanism="none", max_epsilon_per_query=1.0, delta=1e-7,
-                                 budget_epsilon=10.0)
+    assert policy.noise == Noise(mechanism="laplace", max_epsilon_per_query=1.0, delta=1e-7,
+                                 budget_epsilon=20.0)
     assert policy.aggregation == "plain"
     demo = policy.analysts["demo"]
     assert demo.token_sha256 == hashlib.sha256(b"demo-token-not-secret").hexdigest()
