@@ -149,6 +149,18 @@ class Cursor(_Closeable):
         while (row := self.fetchone()) is not None:
             yield row
 
+    def fq_explain(self, operation: str) -> dict:
+        """What ``operation`` would do at every site (decision, ε cost, expected ± widths),
+        without running it or spending budget."""
+        self._check_open()
+        return self.connection.engine.explain(operation, analyst=self.connection.user,
+                                              settings=self.connection.settings)
+
+    def fq_budget(self) -> list[dict]:
+        """The analyst's remaining budget at every site."""
+        self._check_open()
+        return self.connection.engine.budget(self.connection.user)
+
     def fetch_arrow_table(self) -> pa.Table:
         return self._table()
 

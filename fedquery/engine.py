@@ -17,7 +17,7 @@ from fedquery.errors import ConfigError, DatabaseError, OperationalError
 from fedquery.ir import QueryRequest, Release, Report, Settings, SiteCatalog
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import strictest
-from fedquery.coordinator.release import protect_release
+from fedquery.coordinator.release import expected_widths, protect_release
 
 log = logging.getLogger(__name__)
 
@@ -81,21 +81,19 @@ class Engine:
         plan = prepared.plan
         self.catalog.check_usable(plan.tables, prepared.base_columns)
         schema = self._combiner.result_schema(sql)
-        if self.requirements.noise != "none" and settings.get("epsilon") is None and (
-                self.requirements.epsilon is not None):
-            # Every site spends the same ε: the strictest per-query limit of the federation.
-            settings = Settings(tuple(sorted(settings.values + (
-                ("epsilon", self.requirements.epsilon),))))
+        settings = self._with_default_epsilon(settings)
         request = QueryRequest(sql=sql, analyst=analyst, settings=settings,
                                query_id=uuid.uuid4().hex, fingerprint=plan.fingerprint)
         log.debug("query %s planned: %d partials, %d group keys", request.query_id,
                   len(plan.fragment.partials), len(plan.fragment.group_columns))
         gathered = self._dispatcher.gather(request, self.timeout, progress)
         self._check_enough_sites(gathered)
-        combined = self._combiner.combine(plan, [r.partials for r in gathered.replies])
-        combined, noise = protect_release(combined, plan, gathered.replies, self.requirements,
+        replies = tuple(sorted(gathered.replies, key=lambda r: r.site))
+        combined = self._combiner.combine(plan, [r.partials for r in replies])
+        combined, noise = protect_release(combined, plan, replies, self.requirements,
                                           self.min_sites)
-        table, suppressed, intervals = self._combiner.post_process(plan, combined, schema)
+        table, suppressed, intervals = self._combiner.post_process(
+            plan, combined, schema, intervals=bool(noise.epsilon_spent))
         report = Report(mode=f"{self.requirements.aggregation}/{self.requirements.noise}",
                         sites_answered=tuple(sorted(r.site for r in gathered.replies)),
                         sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
@@ -104,6 +102,30 @@ class Engine:
                         intervals=tuple(intervals) if noise.epsilon_spent else (),
                         cached_sites=noise.cached)
         return Release(table=table, report=report)
+
+    def explain(self, sql: str, *, analyst: str, settings: Settings = Settings()) -> dict:
+        """The plan, every site's decision and ε cost, and the expected 95 % half-width of
+        each aggregate — without running the query or spending budget."""
+        prepared = self._preparer.prepare(sql)
+        plan = prepared.plan
+        settings = self._with_default_epsilon(settings)
+        request = QueryRequest(sql=sql, analyst=analyst, settings=settings)
+        sites = [client.explain(request) for client in self.clients]
+        return {"fragment": plan.fragment.sql, "combine": plan.combine_sql,
+                "post": plan.post_sql, "sites": sites,
+                "partials": expected_widths(plan, sites), "notes": list(plan.notes)}
+
+    def budget(self, analyst: str) -> list[dict]:
+        """The analyst's budget at every site."""
+        return [client.budget(analyst) for client in self.clients]
+
+    def _with_default_epsilon(self, settings: Settings) -> Settings:
+        if self.requirements.noise != "none" and settings.get("epsilon") is None and (
+                self.requirements.epsilon is not None):
+            # Every site spends the same ε: the strictest per-query limit of the federation.
+            return Settings(tuple(sorted(settings.values + (
+                ("epsilon", self.requirements.epsilon),))))
+        return settings
 
     def _check_enough_sites(self, gathered) -> None:
         """``fail``: any failing site fails the query.  ``partial``: release when at least

@@ -164,6 +164,7 @@ class FederatedPlan:
     fragment: SiteFragment
     combine_sql: str  # over a relation named ``partials``; yields group columns + ``c_*`` columns
     post_sql: str  # over a relation named ``combined``; yields output columns ``o_*``
+    post_interval_sql: str  # the same, also computing each output's 95 % interval ends
     output_names: tuple[str, ...]
     fingerprint: str  # sha256 of the fragment and combine, so sites and coordinator can agree
     tables: tuple[str, ...] = ()

@@ -39,6 +39,7 @@ def _check_port_free(host: str, port: int) -> None:
 
     from fedquery.errors import ConfigError
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC itself binds
         try:
             sock.bind((host, port))
         except OSError as err:

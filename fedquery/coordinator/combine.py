@@ -66,7 +66,8 @@ class Combiner:
             if table.column_names != expected:
                 raise InternalError(f"a site returned columns {table.column_names}, expected "
                                     f"{expected}")
-        merged = pa.concat_tables(partials, promote_options="permissive")
+        # One chunk, replies in site order: float sums add up the same way every time.
+        merged = pa.concat_tables(partials, promote_options="permissive").combine_chunks()
         cur = self._con.cursor()
         try:
             cur.register("partials", merged)
@@ -88,11 +89,13 @@ class Combiner:
         return post.sql("duckdb")
 
     def post_process(self, plan: FederatedPlan, combined: pa.Table,
-                     schema: list[tuple[str, str]]) -> tuple[pa.Table, tuple[int, ...], list]:
+                     schema: list[tuple[str, str]],
+                     intervals: bool = False) -> tuple[pa.Table, tuple[int, ...], list]:
         """Rebuild the analyst's expressions, apply HAVING/ORDER BY/LIMIT, cast to DuckDB's
         result types and names.  Also returns the indices of suppressed rows and, per row and
         column, the (low, high) ends of the 95 % interval (None where there is none)."""
-        sql = self._typed_post_sql(plan.post_sql, tuple(schema))
+        sql = self._typed_post_sql(plan.post_interval_sql if intervals else plan.post_sql,
+                                   tuple(schema))
         cur = self._con.cursor()
         try:
             cur.register("combined", combined)

@@ -68,3 +68,19 @@ def protect_release(combined: pa.Table, plan: FederatedPlan, replies: tuple[Site
         combined = combined.append_column("w_" + partial.name[2:],
                                           pa.array([width] * combined.num_rows, pa.float64()))
     return combined, summary
+
+
+def expected_widths(plan: FederatedPlan, site_explains: list[dict]) -> list[dict]:
+    """Per partial: its aggregate and the expected 95 % half-width of its combined value, from
+    the noise every site would add (derived outputs propagate these, see plan/intervals.py)."""
+    out = []
+    for partial in plan.fragment.partials:
+        noises, fixed_point = [], 1
+        for site in site_explains:
+            for name, scale, fp, _ in site.get("noise", []):
+                if name == partial.name:
+                    noises.append((site["mechanism"], float(scale)))
+                    fixed_point = int(fp)
+        out.append({"partial": partial.name, "kind": partial.kind, "aggregate": partial.sql,
+                    "half_width": half_width(noises) / fixed_point if noises else 0.0})
+    return out

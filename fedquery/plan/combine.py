@@ -19,6 +19,7 @@ from fedquery.plan.state import PlanState
 
 DIALECT = "duckdb"
 SUPPRESSED = "__suppressed"  # a cell suppressed by a site's or the combined disclosure check
+MAX_INTERVAL_SQL = 8000  # characters; interval arithmetic deeper than this is not claimed
 SITES = "__sites"  # how many sites contributed to a cell
 UNITS = "__units"  # units behind a cell's least-populated aggregate, as each site counted them
 UNITS_REPORTED = "__units_reported"  # how many sites counted them
@@ -94,13 +95,17 @@ def build_post_process(state: PlanState) -> PlanState:
     outputs = [exp.alias_(e, f"o_{i}", quoted=True) for i, e in enumerate(rewritten)]
     noisy = frozenset("c_" + p.name[2:] for p in state.partials
                       if p.kind in ("count", "count_distinct_unit", "sum", "sumsq"))
+    ends = []
     for i, expression in enumerate(rewritten):  # 95 % interval ends (see plan/intervals.py)
         lo, hi = (exp.Null(), exp.Null()) if query.args.get("distinct") else interval_sql(
             expression, noisy)
-        outputs += [exp.alias_(lo, f"o_{i}_lo", quoted=True),
-                    exp.alias_(hi, f"o_{i}_hi", quoted=True)]
-    outputs.append(exp.column(SUPPRESSED, quoted=True))
-    post = exp.select(*outputs).from_("combined")
+        if len(lo.sql(DIALECT)) + len(hi.sql(DIALECT)) > MAX_INTERVAL_SQL:
+            lo, hi = exp.Null(), exp.Null()  # too deep to propagate usefully: no claim
+        ends += [exp.alias_(lo, f"o_{i}_lo", quoted=True),
+                 exp.alias_(hi, f"o_{i}_hi", quoted=True)]
+    placeholders = [exp.alias_(exp.Null(), e.alias, quoted=True) for e in ends]
+    flag = exp.column(SUPPRESSED, quoted=True)
+    post = exp.select(*outputs, *placeholders, flag).from_("combined")
     if query.args.get("distinct"):
         post.set("distinct", exp.Distinct())
     having = query.args.get("having")
@@ -112,4 +117,7 @@ def build_post_process(state: PlanState) -> PlanState:
     for arg in ("limit", "offset"):
         if query.args.get(arg) is not None:
             post.set(arg, query.args[arg].copy())
-    return replace(state, post_sql=post.sql(DIALECT))
+    with_intervals = post.copy()
+    with_intervals.set("expressions", [*outputs, *ends, flag.copy()])
+    return replace(state, post_sql=post.sql(DIALECT),
+                   post_interval_sql=with_intervals.sql(DIALECT))

@@ -9,7 +9,7 @@
 >>> plan.combine_sql
 'SELECT "g_0", SUM("p_0") AS "c_0", BOOL_OR(CAST("__suppressed" AS BOOLEAN)) AS "__suppressed", COUNT(*) AS "__sites", SUM("__units") AS "__units", COUNT("__units") AS "__units_reported" FROM partials GROUP BY "g_0"'
 >>> plan.post_sql
-'SELECT "g_0" AS "o_0", "c_0" AS "o_1", "g_0" AS "o_0_lo", "g_0" AS "o_0_hi", ("c_0" - "w_0") AS "o_1_lo", ("c_0" + "w_0") AS "o_1_hi", "__suppressed" FROM combined'
+'SELECT "g_0" AS "o_0", "c_0" AS "o_1", NULL AS "o_0_lo", NULL AS "o_0_hi", NULL AS "o_1_lo", NULL AS "o_1_hi", "__suppressed" FROM combined'
 """
 
 from __future__ import annotations
@@ -69,5 +69,6 @@ def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = 
     tables = tuple(sorted({t.name.lower() for t in query.find_all(exp.Table)} - ctes))
     return FederatedPlan(fragment=fragment, combine_sql=state.combine_sql,
                          post_sql=state.post_sql,
+                         post_interval_sql=state.post_interval_sql,
                          output_names=tuple(p.alias_or_name for p in query.expressions),
                          fingerprint=_fingerprint(state), tables=tables, notes=state.notes)

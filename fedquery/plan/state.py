@@ -32,6 +32,7 @@ class PlanState:
     row_cap: int = 0
     combine_sql: str = ""
     post_sql: str = ""
+    post_interval_sql: str = ""  # the same, with every output's 95 % interval ends
     notes: tuple[str, ...] = ()
 
     @property

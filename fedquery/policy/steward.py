@@ -16,10 +16,13 @@ import yaml
 from fedquery.errors import (CatalogError, ConfigError, Error, NotSupportedError,
                              SqlParseError)
 from fedquery.ir import RuleHit
+from fedquery.plan import plan_query
+from fedquery.policy.contributions import bounding_of
 from fedquery.policy.decide import strictest
 from fedquery.policy.enforce import enforce
 from fedquery.policy.load import load_policy
 from fedquery.policy.model import Policy
+from fedquery.protect.noise import half_width, plan_noise
 from fedquery.sql import analyze
 
 NOT_SUPPORTED = "NOT-SUPPORTED"
@@ -87,6 +90,29 @@ def judge(sql: str, policy: Policy) -> Verdict:
     return Verdict(site, not hits, hits, rule_ids=tuple(h.rule for h in hits))
 
 
+def _noise_lines(sql: str, policy: Policy) -> list[str]:
+    """Under noise: the ε the query spends at this site and each aggregate's expected 95 %
+    half-width from this site's noise alone (no data, no budget)."""
+    noise = policy.noise
+    if noise.mechanism == "none":
+        return []
+    units = {t: e.privacy_unit for t, e in (policy.tables or {}).items() if e.privacy_unit}
+    epsilon = noise.max_epsilon_per_query or 1.0
+    try:
+        plan = plan_query(analyze(sql, schema_from_policy(policy)), units,
+                          policy.requirements(), bounding_of(policy, "explain"))
+        costs = plan_noise(plan.fragment.partials, plan.fragment.row_cap, noise.mechanism,
+                           epsilon, noise.delta)
+    except Error as err:
+        return [f"  - under noise the query is refused: {err}"]
+    lines = [f"  - spends epsilon {epsilon:g} per query here (zCDP rho {costs.rho:.4g}; "
+             f"each patient contributes at most {plan.fragment.row_cap} row(s))"]
+    for partial, cost in zip(plan.fragment.partials, costs.partials):
+        width = half_width([(noise.mechanism, cost.scale)]) / cost.fixed_point
+        lines.append(f"  - {partial.sql}: ± {width:.3g} (95%, this site's noise)")
+    return lines
+
+
 def explain(sql: str, policies: list[Policy]) -> str:
     """What each site would let this query return, and why — in plain language."""
     lines = []
@@ -96,15 +122,21 @@ def explain(sql: str, policies: list[Policy]) -> str:
         if verdict.allowed:
             d = policy.disclosure
             lines.append(f"{name}: allowed.")
-            lines.append(f"  - cells with fewer than {d.min_cell_count} patients are "
-                         "suppressed and flagged")
-            if d.dominance:
+            noisy = policy.noise.mechanism != "none"
+            lines.append(f"  - cells with fewer than {d.min_cell_count} patients"
+                         f"{' (by their noisy count)' if noisy else ''} are suppressed and "
+                         "flagged")
+            if noisy:
+                lines.append("  - each patient's contribution is bounded (row cap and value "
+                             "bounds) instead of the dominance rule")
+            elif d.dominance:
                 lines.append(f"  - a sum where the {d.dominance[0]} largest contributors hold "
                              f"more than {d.dominance[1]:g}% is suppressed")
             if d.max_groups:
                 lines.append(f"  - at most {d.max_groups} groups")
             lines.append(f"  - noise: {policy.noise.mechanism}; aggregation: "
                          f"{policy.aggregation}")
+            lines += _noise_lines(sql, policy)
         elif verdict.error:
             lines.append(f"{name}: refused ({verdict.rule_ids[0]}): {verdict.error}")
         else:

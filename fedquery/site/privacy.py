@@ -15,28 +15,14 @@ import json
 from pathlib import Path
 
 from fedquery.errors import ConfigError, PolicyViolation
-from fedquery.ir import Bounding, QueryRequest, RuleHit, SiteReply
+from fedquery.ir import QueryRequest, RuleHit, SiteReply
 from fedquery.plan.canonical import canonical_text
+from fedquery.policy.contributions import bounding_of
 from fedquery.policy.ledger import BudgetLedger
 from fedquery.policy.model import Policy
 from fedquery.protect.keys import site_secret
 from fedquery.protect.noise import DEFAULT_DELTA, add_noise, budget_rho, epsilon_of, plan_noise
 from fedquery.transport import codec
-
-
-def bounding_of(policy: Policy, secret: str) -> Bounding:
-    """The contribution bounds a policy declares (row caps, column bounds, domains)."""
-    caps, bounds, domains = [], [], []
-    for table, entry in (policy.tables or {}).items():
-        if entry.max_rows_per_unit is not None:
-            caps.append((table, entry.max_rows_per_unit))
-        for column, spec in entry.columns.items():
-            if spec.bounds is not None:
-                bounds.append(((table, column), tuple(spec.bounds)))
-            if spec.domain is not None:
-                domains.append(((table, column), tuple(spec.domain)))
-    return Bounding(row_caps=tuple(caps), column_bounds=tuple(bounds), domains=tuple(domains),
-                    hash_key=secret)
 
 
 class SitePrivacy:
@@ -121,6 +107,18 @@ class SitePrivacy:
         return SiteReply(released.site, plan.fingerprint, released.partials,
                          released.suppressed, released.meta + (("cached", False),
                                                                ("rho_charged", noise.rho)))
+
+    def explain(self, request: QueryRequest, prepared) -> dict:
+        """What the query would cost here and how precise it would be — no data, no budget."""
+        epsilon, delta = self.epsilon_delta(request)
+        plan = prepared.plan
+        noise = plan_noise(plan.fragment.partials, plan.fragment.row_cap,
+                           self.noise.mechanism, epsilon, delta)
+        return {"mechanism": noise.mechanism, "epsilon": self._shown_epsilon(noise),
+                "delta": delta, "rho": noise.rho, "row_cap": plan.fragment.row_cap,
+                "noise": [[p.name, p.scale, p.fixed_point, p.sensitivity]
+                          for p in noise.partials],
+                "budget": self.budget(request.analyst)}
 
     def _shown_epsilon(self, noise) -> float:
         """The ε a user reads for this query: the asked ε under pure DP, else OpenDP's

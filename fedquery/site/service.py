@@ -116,6 +116,20 @@ class SiteService:
         return SiteReply(site=self.name, fingerprint=plan.fingerprint, partials=partials,
                          suppressed=suppressed)
 
+    def explain(self, request: QueryRequest) -> dict:
+        """This site's decision on a query and, under noise, its ε cost and noise scales —
+        without touching the data or the budget."""
+        prepared = self._preparer.prepare(request.sql)
+        decision = decide(prepared.query, self.policy, self.name, self._units)
+        out = {"site": self.name, "allowed": decision.allowed,
+               "rules": [[h.rule, h.subject, h.message, h.hint] for h in decision.fired],
+               "min_cell_count": self.policy.disclosure.min_cell_count,
+               "dominance": list(self.policy.disclosure.dominance or ()),
+               "mechanism": self.policy.noise.mechanism}
+        if decision.allowed and self.privacy is not None:
+            out.update(self.privacy.explain(request, prepared))
+        return out
+
     def budget(self, analyst: str) -> dict:
         """The analyst's budget at this site (no noise: nothing is spent)."""
         if self.privacy is None:

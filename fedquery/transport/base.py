@@ -18,6 +18,12 @@ class SiteClient(Protocol):
     def query(self, request: QueryRequest, timeout: float | None = None) -> SiteReply:
         """Send the analyst's SQL; receive protected partials (or a typed error)."""
 
+    def explain(self, request: QueryRequest) -> dict:
+        """The site's decision, ε cost and noise for a query, without running it."""
+
+    def budget(self, analyst: str) -> dict:
+        """The analyst's budget at the site."""
+
     def health(self) -> dict:
         """Liveness and version information."""
 

@@ -41,6 +41,14 @@ def _load(data: bytes, what: str) -> dict:
         obj = json.loads(bytes(data).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise MalformedMessage(f"{what} is not UTF-8 JSON: {err}") from None
+    except (ValueError, RecursionError):  # huge integers, absurd nesting
+        raise MalformedMessage(f"{what} is not acceptable JSON (too deeply nested or a "
+                               "number too long)") from None
+    try:
+        json.dumps(obj, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        raise MalformedMessage(f"{what} holds text that is not valid Unicode, or a number "
+                               "that is not finite") from None
     if not isinstance(obj, dict):
         raise MalformedMessage(f"{what} must be a JSON object")
     version = obj.get("version")

@@ -48,9 +48,9 @@ class FlightSiteClient:
     def _options(self, timeout: float | None) -> flight.FlightCallOptions:
         return flight.FlightCallOptions(timeout=timeout, headers=self._headers)
 
-    def _action(self, kind: str, timeout: float | None) -> bytes:
+    def _action(self, kind: str, timeout: float | None, body: bytes = b"") -> bytes:
         try:
-            results = list(self._client.do_action(flight.Action(kind, b""),
+            results = list(self._client.do_action(flight.Action(kind, body),
                                                   self._options(timeout)))
         except flight.FlightError as err:
             raise from_flight_error(self.name, err) from err
@@ -64,8 +64,14 @@ class FlightSiteClient:
     def health(self) -> dict:
         return json.loads(self._action("health", self._connect_timeout))
 
-    def budget(self) -> dict:
+    def budget(self, analyst: str | None = None) -> dict:
+        """The calling analyst's budget (the site knows who calls from the token)."""
+        del analyst
         return json.loads(self._action("budget", self._connect_timeout))
+
+    def explain(self, request: QueryRequest) -> dict:
+        return json.loads(self._action("explain", self._connect_timeout,
+                                       codec.encode_request(request)))
 
     def query(self, request: QueryRequest, timeout: float | None = None) -> SiteReply:
         ticket = flight.Ticket(codec.encode_request(request))

@@ -106,7 +106,8 @@ class SiteFlightServer(flight.FlightServerBase):
 
     def list_actions(self, context):
         return [("catalog", "tables and columns this site's policy releases"),
-                ("health", "liveness"), ("budget", "the calling analyst's budget")]
+                ("health", "liveness"), ("budget", "the calling analyst's budget"),
+                ("explain", "a query's decision, epsilon cost and noise, without running it")]
 
     def do_action(self, context, action):
         identity = _identity(context)
@@ -114,10 +115,39 @@ class SiteFlightServer(flight.FlightServerBase):
             yield flight.Result(codec.encode_catalog(self.service.catalog()))
         elif action.type == "health":
             yield flight.Result(json.dumps(self.service.health()).encode())
+        elif action.type == "explain":
+            _require(identity, QUERY_ROLES, "explain queries")
+            try:
+                request = codec.decode_request(action.body.to_pybytes())
+                request = QueryRequest(sql=request.sql, analyst=identity.analyst,
+                                       settings=request.settings)
+                body = self.service.explain(request)
+            except Exception as err:  # noqa: BLE001 - typed Flight errors only
+                raise (err if isinstance(err, flight.FlightError)
+                       else to_flight_error(err)) from None
+            yield flight.Result(json.dumps(body).encode())
         elif action.type == "budget":
             _require(identity, BUDGET_ROLES, "read budgets")
             yield flight.Result(json.dumps(self.service.budget(identity.analyst)).encode())
         else:
             raise flight.FlightServerError(f"unknown action {action.type!r}; known: catalog, "
-                                           "health, budget")
+                                           "health, budget, explain")
 
+
+    # -- everything else is refused with a typed error ----------------------------------------
+
+    def _unserved(self, what: str):
+        raise flight.FlightServerError(f"{what} is not offered by a fedquery site: send a query "
+                                       "(DoGet) or an action (catalog, health, budget, explain)")
+
+    def list_flights(self, context, criteria):
+        self._unserved("ListFlights")
+
+    def get_flight_info(self, context, descriptor):
+        self._unserved("GetFlightInfo")
+
+    def do_put(self, context, descriptor, reader, writer):
+        self._unserved("DoPut")
+
+    def do_exchange(self, context, descriptor, reader, writer):
+        self._unserved("DoExchange")

@@ -3,6 +3,8 @@ still goes through the wire codec, so tests exercise the same path as Flight."""
 
 from __future__ import annotations
 
+import json
+
 from fedquery.ir import QueryRequest, SiteCatalog, SiteReply
 from fedquery.transport import codec
 
@@ -20,6 +22,13 @@ class InProcessClient:
         wire_request = codec.decode_request(codec.encode_request(request))
         reply = self._service.query(wire_request)
         return codec.decode_reply(codec.encode_reply(reply))
+
+    def explain(self, request: QueryRequest) -> dict:
+        wire = codec.decode_request(codec.encode_request(request))
+        return json.loads(json.dumps(self._service.explain(wire)))
+
+    def budget(self, analyst: str) -> dict:
+        return json.loads(json.dumps(self._service.budget(analyst)))
 
     def health(self) -> dict:
         return self._service.health()

@@ -138,7 +138,11 @@ def test_explain_an_allowed_query_per_site_and_for_the_federation():
     assert result.exit_code == 0, result.output
     assert "hospital_a: allowed." in result.output
     assert "hospital_b: allowed." in result.output
-    assert "cells with fewer than 11 patients are suppressed and flagged" in result.output
+    assert ("cells with fewer than 11 patients (by their noisy count) are suppressed and "
+            "flagged") in result.output
+    # under noise: the epsilon cost and the expected precision, before anything runs
+    assert "spends epsilon 0.5 per query here" in result.output
+    assert "COUNT(*): ± " in result.output
     assert ("federation: 2 of 2 sites allow the query; the strictest rules apply: min cell 11, "
             "dominance (2, 80.0)") in result.output
 

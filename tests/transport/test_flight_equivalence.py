@@ -14,11 +14,9 @@ in-process reference.  For every query of ``tests/equivalence/corpus.sql``:
   report, integers/strings/dates/NULLs exactly, row order where the corpus says ``ordered``,
   and floats up to rounding in the last bits (rel 1e-12).
 
-Why not floats bit for bit in the release: the coordinator is not deterministic in the last
-bit, over Flight and in process alike (``test_release_is_deterministic``, xfail): (1)
-``Dispatcher.gather`` collects replies in arrival order and ``Combiner.combine`` concatenates
-them in that order; (2) the concatenated table has one chunk per site and DuckDB scans the
-chunks in parallel, so ``SUM`` over DOUBLE partials adds them in a varying order.
+The release is deterministic bit for bit (``test_release_is_deterministic``): the engine
+combines replies in site order, as one chunk, whichever site answers first; the comparison
+with in-process still allows rounding in the last bits (rel 1e-12).
 
 The corpus parser and the fixture data are loaded from ``tests/equivalence`` (not copied), so
 this module follows any change there.
@@ -341,10 +339,6 @@ class _Ordered:
                                    progress=self._turns.progress).table.to_pylist()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine bug: the release depends in the last bit on the order in which sites answer "
-    "(Dispatcher.gather keeps arrival order) and on DuckDB's parallel scan of the per-site "
-    "chunks in Combiner.combine (SUM over DOUBLE partials)"))
 def test_release_is_deterministic(flight_federation):
     """The same query on the same data gives the same release, whichever site answers first.
 
