@@ -82,6 +82,7 @@ class Cursor(_Closeable):
     def execute(self, operation: str, parameters: Any = None) -> Cursor:
         self._check_open()
         self.connection._check_open()
+        self._release, self._rows, self._pos = None, None, 0  # a failure leaves no result
         if parameters:
             raise NotSupportedError("query parameters are not supported yet")
         settings = apply_session_statement(operation, self.connection.settings)

@@ -8,8 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from fedquery.errors import (DatabaseError, InterfaceError, NotSupportedError, OperationalError,
-                             PolicyViolation, ProgrammingError, SiteError, SiteUnavailable)
+from fedquery.errors import (BudgetExhausted, DatabaseError, DataError, InterfaceError,
+                             NotSupportedError, OperationalError, PolicyViolation,
+                             ProgrammingError, SiteError, SiteUnavailable)
 from fedquery.ir import QueryRequest, SiteReply
 from fedquery.policy import refusal
 
@@ -50,6 +51,8 @@ class Dispatcher:
                     replies.append(future.result())
                 except QUERY_ERRORS as err:
                     failures.append((client.name, err))
+                except (BudgetExhausted, DataError) as err:  # keep the class; name the site
+                    failures.append((client.name, type(err)(f"site {client.name!r}: {err}")))
                 except (DatabaseError, InterfaceError) as err:
                     failures.append((client.name, err if isinstance(err, SiteError)
                                      else SiteError(client.name, str(err))))
@@ -78,6 +81,9 @@ def raise_for_failures(gathered: Gathered) -> None:
         raise refusal(tuple(hit for err in refusals for hit in err.rules))
     for _, err in gathered.failures:
         if isinstance(err, QUERY_ERRORS):
+            raise err
+    for _, err in gathered.failures:
+        if isinstance(err, BudgetExhausted | DataError):
             raise err
     for _, err in gathered.failures:
         if isinstance(err, OperationalError):

@@ -14,13 +14,11 @@ SHOWCASE = (
     ("Patients per region and sex",
      "SELECT region, sex, COUNT(*) AS patients FROM patients GROUP BY ALL "
      "ORDER BY region, sex LIMIT 8"),
-    ("Mean HbA1c (mmol/mol) by age band among adults with type 2 diabetes",
-     "SELECT CASE WHEN p.age < 40 THEN '18-39' WHEN p.age < 65 THEN '40-64' "
-     "ELSE '65+' END AS age_band, COUNT(DISTINCT p.patient_id) AS patients, "
-     "AVG(l.value) AS mean_hba1c "
-     "FROM patients p JOIN labs l ON l.patient_id = p.patient_id "
-     "WHERE l.test_name = 'HbA1c' AND l.value BETWEEN 20 AND 150 AND p.age >= 18 "
-     "AND p.patient_id IN (SELECT patient_id FROM diagnoses WHERE icd10_code LIKE 'E11%') "
+    ("Mean BMI by age band among adults with type 2 diabetes",
+     "SELECT CASE WHEN age < 40 THEN '18-39' WHEN age < 65 THEN '40-64' ELSE '65+' END "
+     "AS age_band, COUNT(*) AS patients, AVG(bmi) AS mean_bmi FROM patients "
+     "WHERE age >= 18 AND patient_id IN "
+     "(SELECT patient_id FROM diagnoses WHERE icd10_code LIKE 'E11%') "
      "GROUP BY age_band ORDER BY age_band"),
     ("Mortality (%) by ICD-10 chapter, the five highest",
      "SELECT d.icd10_chapter, COUNT(DISTINCT d.patient_id) AS patients, "

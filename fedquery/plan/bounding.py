@@ -19,19 +19,27 @@ are refused.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import replace
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.optimizer.scope import ScopeType
 
 from fedquery.errors import NotSupportedError
 from fedquery.ir import Partial
 from fedquery.plan.bounds import expression_bounds
 from fedquery.plan.disclosure import unit_expression
 from fedquery.plan.state import PlanState
-from fedquery.sql.lineage import root_scope, trace_column
+from fedquery.sql.lineage import (plain_base_column, projection_sources, root_scope,
+                                  trace_column)
 
 DIALECT = "duckdb"
+
+
+def _rounded(value: float) -> float:
+    """``value`` rounded half away from zero, as SQL ROUND does (for value ≥ 0)."""
+    return float(math.floor(value + 0.5))
 
 
 def _number(node) -> float | None:
@@ -91,18 +99,26 @@ class _Context:
             old = out.get(base, (float("-inf"), float("inf")))
             out[base] = (max(old[0], low), min(old[1], high))
 
-    def column_bounds(self, column: exp.Column):
-        bases = trace_column(self.scope, column)
-        found = []
-        for base in bases:
+    def column_bounds(self, column: exp.Column, scope=None):
+        """Bounds of a column: the policy's (tightened by the outer WHERE) for a table
+        column; through a CTE or subquery, the bounds of the expression it is computed as."""
+        scope = scope or self.scope
+        source = scope.sources.get(column.table)
+        if isinstance(source, exp.Table):
+            base = (source.name.lower(), column.name.lower())
             policy = self.bounds.get(base)
             if policy is None:
                 return None
-            lo, hi = self.where.get(base, policy)
-            found.append((max(policy[0], lo), min(policy[1], hi)))
-        if not found or any(lo > hi for lo, hi in found):
+            lo, hi = self.where.get(base, policy) if scope is self.scope else policy
+            lo, hi = max(policy[0], lo), min(policy[1], hi)
+            return None if lo > hi else (lo, hi)
+        if source is None:
             return None
-        return min(f[0] for f in found), max(f[1] for f in found)
+        parts = [expression_bounds(expr, lambda c, s=branch: self.column_bounds(c, s))
+                 for branch, expr in projection_sources(source, column.name.lower())]
+        if not parts or any(p is None for p in parts):
+            return None
+        return min(p[0] for p in parts), max(p[1] for p in parts)
 
     def key_values(self, key: exp.Expression) -> list | None:
         """The public values of a group key (NULL included), or None if it has none."""
@@ -112,13 +128,13 @@ class _Context:
             every = outputs + ([default] if default else [])
             if all(isinstance(o, exp.Literal) for o in every):
                 values = list(dict.fromkeys(o.to_py() for o in every))
-                return values + [None]
+                return values if default is not None else values + [None]
             return None
         if isinstance(key, exp.Column):
-            bases = trace_column(self.scope, key)
-            domains = [self.domains.get(b) for b in bases]
-            if len(domains) == 1 and domains[0] is not None:
-                return list(domains[0]) + [None]
+            base = plain_base_column(self.scope, key)
+            domain = self.domains.get(base) if base else None
+            if domain is not None:
+                return list(domain) + [None]
         return None
 
 
@@ -147,11 +163,13 @@ def _row_value(ctx: _Context, partial: Partial) -> tuple[str, float, int, tuple 
     lo, hi = bounds
     scale = ctx.state.bounding.fixed_point
     clamped = f"LEAST(GREATEST(CAST({partial.argument} AS DOUBLE), {lo!r}), {hi!r})"
+    # The encoded value is ROUND(v × scale) (half away from zero, as DuckDB rounds), so the
+    # largest one row can add is the rounded encoding of the largest |v|.
     if partial.kind == "sum":
-        per_row = max(abs(lo), abs(hi)) * scale
+        per_row = _rounded(max(abs(lo), abs(hi)) * scale)
         value = f"CAST(ROUND({clamped} * {scale}) AS BIGINT)"
     else:  # sumsq
-        per_row = max(lo * lo, hi * hi) * scale
+        per_row = _rounded(max(lo * lo, hi * hi) * scale)
         value = f"CAST(ROUND({clamped} * {clamped} * {scale}) AS BIGINT)"
     value = f"CASE WHEN {partial.argument} IS NULL THEN 0 ELSE {value} END"
     return guard(value), float(per_row), scale, (lo, hi)
@@ -182,8 +200,11 @@ def _row_cap(state: PlanState) -> int:
     """Rows one unit may add to the query: the largest ``max_rows_per_unit`` of the tables
     it reads (a join of a one-row-per-patient table with labs is capped at the labs' cap)."""
     caps = dict(state.bounding.row_caps)
-    ctes = {c.alias_or_name.lower() for c in state.query.find_all(exp.CTE)}
-    tables = {t.name.lower() for t in state.query.find_all(exp.Table)} - ctes
+    # Tables read as rows (FROM, JOIN, derived tables, CTEs); a subquery in a predicate
+    # (IN / EXISTS) only filters and cannot repeat a row.
+    tables = {source.name.lower() for scope in root_scope(state.query).traverse()
+              if scope.scope_type != ScopeType.SUBQUERY
+              for source in scope.sources.values() if isinstance(source, exp.Table)}
     missing = sorted(t for t in tables if t not in caps)
     if missing:
         raise NotSupportedError(f"table {missing[0]} has no max_rows_per_unit in the site's "
@@ -222,7 +243,9 @@ def bound_contributions(state: PlanState) -> PlanState:
     hash_parts = ", ".join([f"CAST({unit.sql(DIALECT)} AS VARCHAR)"]
                            + [f"CAST({k.sql(DIALECT)} AS VARCHAR)" for k in state.group_keys]
                            + [f"CAST({p.argument} AS VARCHAR)"
-                              for p in state.partials if p.argument])
+                              for p in state.partials if p.argument]
+                           + [f"CAST(({p.condition}) AS VARCHAR)"
+                              for p in state.partials if p.condition])
     key = state.bounding.hash_key.replace("'", "''")
     source = state.query.copy()
     for arg in ("having", "order", "limit", "offset", "distinct", "qualify", "group"):

@@ -43,8 +43,8 @@ def build_combine(state: PlanState) -> PlanState:
 
 
 def _rewriter(state: PlanState):
-    keys = {k.sql(): exp.column(g, quoted=True) for k, g in zip(state.group_keys,
-                                                                  state.group_names)}
+    keys = {k.sql(comments=False): exp.column(g, quoted=True)
+            for k, g in zip(state.group_keys, state.group_names)}
     aggs = {a.key: a.combined for a in state.aggregates}
 
     def rewrite(node: exp.Expression) -> exp.Expression:
@@ -55,7 +55,7 @@ def _rewriter(state: PlanState):
                 # Keep the combined expression one operand wherever it is substituted.
                 return combined if isinstance(combined, exp.Column | exp.Func) else exp.paren(
                     combined, copy=False)
-        replacement = keys.get(node.sql())
+        replacement = keys.get(node.sql(comments=False))
         if replacement is not None:
             return replacement.copy()
         return node

@@ -79,7 +79,11 @@ def rho_for(epsilon: float, delta: float) -> float:
     low, high = 1e-12, max(epsilon, 1.0) * 10
     for _ in range(60):  # bisection on ρ through OpenDP's own map (monotone in ρ)
         mid = (low + high) / 2
-        if make(mid).map(1.0)[0] <= epsilon:
+        try:
+            fits = make(mid).map(1.0)[0] <= epsilon
+        except dp.OpenDPException:  # the conversion overflows for absurdly large ρ
+            fits = False
+        if fits:
             low = mid
         else:
             high = mid

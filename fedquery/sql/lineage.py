@@ -20,6 +20,27 @@ from sqlglot.optimizer.scope import Scope, build_scope
 BaseColumn = tuple[str, str]  # (table, column), lower case
 
 
+def projection_sources(scope: Scope, name: str) -> list[tuple[Scope, exp.Expression]]:
+    """(branch scope, expression) pairs a derived table's column ``name`` is computed as."""
+    return _projection_expr(scope, name)
+
+
+def plain_base_column(scope: Scope, column: exp.Column) -> BaseColumn | None:
+    """The one base column ``column`` is, unchanged, through CTEs and subqueries (every
+    projection on the way a bare column); None if it is computed or comes from several."""
+    source = scope.sources.get(column.table)
+    if isinstance(source, exp.Table):
+        return source.name.lower(), column.name.lower()
+    if source is None:
+        return None
+    found = set()
+    for branch, expr in _projection_expr(source, column.name.lower()):
+        if not isinstance(expr, exp.Column) or not expr.table:
+            return None
+        found.add(plain_base_column(branch, expr))
+    return found.pop() if len(found) == 1 and None not in found else None
+
+
 def _projection_expr(scope: Scope, name: str) -> list[tuple[Scope, exp.Expression]]:
     """The (scope, expression) pairs a derived table's output column ``name`` is computed
     from; a set operation's columns are matched by position, named by its first branch."""

@@ -96,12 +96,6 @@ def test_exhaustion_says_spent_remaining_requested_and_releases_nothing(budgeted
     assert ledger_state(conn) == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "coordinator/dispatch.py Dispatcher.gather catches (DatabaseError, InterfaceError) from a "
-    "site and re-wraps every error that is not already a SiteError into SiteError(site, "
-    "str(err)); BudgetExhausted(OperationalError) is not in QUERY_ERRORS, so the analyst gets a "
-    "SiteError and `except BudgetExhausted` never fires (the message survives, the class does "
-    "not). Fix: pass BudgetExhausted through like QUERY_ERRORS (or give it the site name)."))
 def test_exhaustion_reaches_the_analyst_as_budget_exhausted(budgeted):
     cur = budgeted().cursor()
     cur.execute("SET epsilon = 0.5")
@@ -111,11 +105,6 @@ def test_exhaustion_reaches_the_analyst_as_budget_exhausted(budgeted):
         cur.execute(distinct_count(99))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dbapi.py Cursor.execute assigns self._release only after engine.execute returns; when it "
-    "raises (BudgetExhausted, a refusal, a site failure), the cursor keeps the previous "
-    "statement's release, so fetchall()/fq_report/description show the earlier answer as if "
-    "it were the result of the failed query. Fix: reset _release/_rows/_pos before executing."))
 def test_a_refused_query_leaves_no_stale_result_on_the_same_cursor(budgeted):
     cur = budgeted().cursor()
     cur.execute("SET epsilon = 0.5")
@@ -304,14 +293,6 @@ def test_a_refused_query_spends_nothing(budgeted, ledger_state, sql):
     assert ledger_state(conn) == {"s1": (0.0, 0.0), "s2": (0.0, 0.0)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "protect/noise.py rho_for bisects rho over [1e-12, 10 * max(eps, 1)] through OpenDP's "
-    "zCDP -> approx-DP map, which raises OpenDPException Overflow ('inf_exp() is not finite') "
-    "for rho in the thousands; SitePrivacy.budget_rho calls it for the policy's budget, so a "
-    "policy with budget epsilon >= ~3e4 (a steward's 'practically unlimited') makes every noisy "
-    "query fail with SiteError 'OpenDPException: Overflow', and the policy loader accepts it. "
-    "Fix: treat an overflow in the bisection as 'epsilon too large' (high = mid), or reject "
-    "such budgets at policy load."))
 def test_a_very_large_budget_works(federation, make_policy, table):
     conn = federation({"s1": table}, make_policy("laplace", budget=1e6))
     cur = conn.cursor()

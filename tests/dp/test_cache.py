@@ -76,14 +76,6 @@ def test_equal_queries_written_differently_hit_the_cache(conn, variant, ledger_s
     assert report.intervals and all(iv[1] is not None for iv in report.intervals)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "plan/combine.py _rewriter (post-processing) finds a group key by `k.sql()`, and sqlglot "
-    "renders the comments attached to a node: with `GROUP BY g -- done` the key is "
-    "'\"t\".\"g\" /* done */' while the SELECT list has '\"t\".\"g\"', so the lookup misses "
-    "and the query is refused with ProgrammingError 'column \"t\".\"g\" must appear in the GROUP "
-    "BY clause' (with or without noise; `SELECT g /* c */, ...` fails the same way). The noise "
-    "cache ignores comments (canonical_text(comments=False)) but the planner does not. Fix: "
-    "match keys with sql(comments=False), or drop comments in analyze()."))
 def test_a_comment_after_a_group_key_is_the_same_query(conn):
     cur = conn.cursor()
     cur.execute(BASE)
