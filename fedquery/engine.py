@@ -70,7 +70,7 @@ class Engine:
         self.min_sites = max(self._min_sites_option, self.requirements.min_sites)
         self.privacy_units = {name: t.privacy_unit for name, t in self.catalog.tables.items()
                               if t.privacy_unit}
-        self._preparer = Preparer(self.catalog.schema(), self.privacy_units)
+        self._preparer = Preparer(self.catalog.schema(), self.privacy_units, self.requirements)
         self._combiner = Combiner(self.catalog)
 
     def execute(self, sql: str, *, analyst: str, settings: Settings = Settings(),

@@ -96,7 +96,11 @@ def build_post_process(state: PlanState) -> PlanState:
     noisy = frozenset("c_" + p.name[2:] for p in state.partials
                       if p.kind in ("count", "count_distinct_unit", "sum", "sumsq"))
     ends = []
+    noisy_plan = state.requirements.noise != "none"
     for i, expression in enumerate(rewritten):  # 95 % interval ends (see plan/intervals.py)
+        if not noisy_plan:  # exact answers have no intervals: skip the arithmetic
+            ends += [exp.alias_(exp.Null(), f"o_{i}_{end}", quoted=True) for end in ("lo", "hi")]
+            continue
         lo, hi = (exp.Null(), exp.Null()) if query.args.get("distinct") else interval_sql(
             expression, noisy)
         if len(lo.sql(DIALECT)) + len(hi.sql(DIALECT)) > MAX_INTERVAL_SQL:
