@@ -101,7 +101,7 @@ class Refusals:
             assert re.search(attack.match, str(err)), f"{attack.match!r} not in: {err}"
         return True
 
-    def engine(self, conn, attack) -> Error:
+    def assert_engine_refuses(self, conn, attack) -> Error:
         """The engine refuses ``attack`` (nothing is released) as the case expects."""
         with pytest.raises(Error) as caught:
             rows = conn.cursor().execute(attack.sql).fetchall()
@@ -117,7 +117,7 @@ class Refusals:
         self.no_data_values(err)
         return err
 
-    def site(self, service: SiteService, attack) -> Error:
+    def assert_site_refuses(self, service: SiteService, attack) -> Error:
         """``service`` refuses ``attack`` sent straight to it, as a malicious coordinator."""
         with pytest.raises(Error) as caught:
             reply = service.query(QueryRequest(attack.sql, "mallory"))

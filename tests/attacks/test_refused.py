@@ -358,35 +358,35 @@ TOO_MANY_GROUPS = [
 
 @pytest.mark.parametrize("attack", params(ATTACKS, "engine"))
 def test_engine_refuses(federation, expect, attack):
-    expect.engine(federation, attack)
+    expect.assert_engine_refuses(federation, attack)
 
 
 @pytest.mark.parametrize("attack", params(ATTACKS, "site"))
 def test_site_refuses(sites, expect, attack):
     for service in sites.values():
-        expect.site(service, attack)
+        expect.assert_site_refuses(service, attack)
 
 
 @pytest.mark.parametrize("attack", params(UNRELEASED, "engine"))
 def test_engine_refuses_unreleased(unreleased_federation, expect, attack):
-    expect.engine(unreleased_federation, attack)
+    expect.assert_engine_refuses(unreleased_federation, attack)
 
 
 @pytest.mark.parametrize("attack", params(UNRELEASED, "site"))
 def test_site_refuses_unreleased(unreleased_sites, expect, attack):
     for service in unreleased_sites.values():
-        expect.site(service, attack)
+        expect.assert_site_refuses(service, attack)
 
 
 @pytest.mark.parametrize("attack", params(TOO_MANY_GROUPS, "engine"))
 def test_engine_refuses_too_many_groups(small_federation, expect, attack):
-    expect.engine(small_federation, attack)
+    expect.assert_engine_refuses(small_federation, attack)
 
 
 @pytest.mark.parametrize("attack", params(TOO_MANY_GROUPS, "site"))
 def test_site_refuses_too_many_groups(small_sites, expect, attack):
     for service in small_sites.values():
-        expect.site(service, attack)
+        expect.assert_site_refuses(service, attack)
 
 
 @pytest.mark.parametrize("sql", [

@@ -21,8 +21,8 @@ from fedquery.errors import (
 
 
 @pytest.fixture()
-def refuse(fed_conn):
-    """``refuse(sql, error_class, fragment)``: assert the federation refuses ``sql``."""
+def assert_refused(fed_conn):
+    """``assert_refused(sql, error_class, fragment)``: assert the federation refuses ``sql``."""
 
     def check(sql: str, error: type[Exception] | tuple[type[Exception], ...], fragment: str):
         cur = fed_conn.cursor()
@@ -50,8 +50,8 @@ def refuse(fed_conn):
     ("SELECT PERCENTILE_DISC(0.25) WITHIN GROUP (ORDER BY age) FROM patients", r"percentile"),
 ], ids=["median", "median_grouped", "quantile_cont", "quantile_disc", "percentile_cont",
         "percentile_disc"])
-def test_order_statistics_refused(refuse, sql, fragment):
-    refuse(sql, NotSupportedError, fragment)
+def test_order_statistics_refused(assert_refused, sql, fragment):
+    assert_refused(sql, NotSupportedError, fragment)
 
 
 @pytest.mark.parametrize("sql", [
@@ -59,16 +59,16 @@ def test_order_statistics_refused(refuse, sql, fragment):
     "SELECT sex, COUNT(DISTINCT smoker) FROM patients GROUP BY sex",
     "SELECT COUNT(DISTINCT d.icd10_code) FROM patients p JOIN diagnoses d USING (patient_id)",
 ], ids=["region", "grouped_smoker", "joined_icd10_code"])
-def test_count_distinct_of_non_unit_column_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"distinct")
+def test_count_distinct_of_non_unit_column_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"distinct")
 
 
 @pytest.mark.parametrize("sql", [
     "SELECT SUM(DISTINCT bmi) FROM patients",
     "SELECT sex, AVG(DISTINCT age) FROM patients GROUP BY sex",
 ], ids=["sum_distinct", "avg_distinct"])
-def test_distinct_inside_other_aggregates_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"distinct")
+def test_distinct_inside_other_aggregates_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"distinct")
 
 
 @pytest.mark.parametrize("sql", [
@@ -77,8 +77,8 @@ def test_distinct_inside_other_aggregates_refused(refuse, sql):
     "SELECT sex, COUNT(*) AS n, SUM(COUNT(*)) OVER () AS total FROM patients GROUP BY sex",
     "SELECT region, AVG(bmi) OVER (PARTITION BY sex) FROM patients",
 ], ids=["count_over", "row_number", "window_over_aggregate", "avg_over_partition"])
-def test_window_functions_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"window")
+def test_window_functions_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"window")
 
 
 @pytest.mark.parametrize("sql", [
@@ -87,16 +87,16 @@ def test_window_functions_refused(refuse, sql):
     "SELECT MAX(mean_bmi) FROM per_region",
     "SELECT COUNT(*) FROM (SELECT icd10_code FROM diagnoses GROUP BY icd10_code HAVING COUNT(*) > 5)",
 ], ids=["from_subquery", "cte", "count_of_groups"])
-def test_aggregate_over_cross_site_aggregate_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"(nested|subquery|cte)[\s\S]*aggregat|aggregat[\s\S]*(nested|subquery|cte)")
+def test_aggregate_over_cross_site_aggregate_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"(nested|subquery|cte)[\s\S]*aggregat|aggregat[\s\S]*(nested|subquery|cte)")
 
 
 @pytest.mark.parametrize("sql", [
     "SELECT COUNT(*) FROM patients WHERE bmi > (SELECT AVG(bmi) FROM patients)",
     "SELECT sex, AVG(age) FROM patients WHERE age > (SELECT MIN(age) FROM patients) GROUP BY sex",
 ], ids=["avg_in_where", "min_in_where"])
-def test_scalar_subquery_with_aggregate_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"subquery")
+def test_scalar_subquery_with_aggregate_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"subquery")
 
 
 @pytest.mark.parametrize("sql", [
@@ -105,8 +105,8 @@ def test_scalar_subquery_with_aggregate_refused(refuse, sql):
     "SELECT patient_id, bmi FROM patients WHERE age > 90 ORDER BY bmi LIMIT 10",
     "SELECT p.sex, d.icd10_code FROM patients p JOIN diagnoses d USING (patient_id)",
 ], ids=["one_column", "star", "filtered_rows", "joined_rows"])
-def test_row_level_queries_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"aggregat")
+def test_row_level_queries_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"aggregat")
 
 
 @pytest.mark.parametrize("sql", [
@@ -114,8 +114,8 @@ def test_row_level_queries_refused(refuse, sql):
     "SELECT sex, COUNT(*) FROM patients GROUP BY sex UNION ALL "
     "SELECT sex, COUNT(*) FROM patients WHERE age > 50 GROUP BY sex",
 ], ids=["union", "union_all"])
-def test_union_of_aggregate_queries_refused(refuse, sql):
-    refuse(sql, NotSupportedError, r"union")
+def test_union_of_aggregate_queries_refused(assert_refused, sql):
+    assert_refused(sql, NotSupportedError, r"union")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +128,8 @@ def test_union_of_aggregate_queries_refused(refuse, sql):
     ("SELECT sex, COUNT(*)\nFROM patients GROUP sex", 2, None),
     ("SELECT sex, COUNT(*)\nFROM patients GROUP BY sex HAVING", 2, None),
 ], ids=["missing_operand", "unterminated_string", "group_without_by", "empty_having"])
-def test_syntax_error_has_position(refuse, sql, line, column):
-    err = refuse(sql, SqlParseError, r"syntax")
+def test_syntax_error_has_position(assert_refused, sql, line, column):
+    err = assert_refused(sql, SqlParseError, r"syntax")
     assert err.line == line, f"line {err.line!r}, expected {line}: {err}"
     assert isinstance(err.column, int), f"column not set: {err}"
     if column is not None:
@@ -138,8 +138,8 @@ def test_syntax_error_has_position(refuse, sql, line, column):
         assert 1 <= err.column <= len(sql.splitlines()[line - 1]) + 1
 
 
-def test_syntax_error_on_first_line(refuse):
-    err = refuse("SELEC COUNT(*) FROM patients", SqlParseError, r"syntax")
+def test_syntax_error_on_first_line(assert_refused):
+    err = assert_refused("SELEC COUNT(*) FROM patients", SqlParseError, r"syntax")
     assert err.line == 1
     assert isinstance(err.column, int)
 
@@ -149,8 +149,8 @@ def test_syntax_error_on_first_line(refuse):
     "SELECT p.sex, COUNT(*) FROM patients p JOIN patientz z ON z.patient_id = p.patient_id "
     "GROUP BY p.sex",
 ], ids=["from", "join"])
-def test_unknown_table(refuse, sql):
-    refuse(sql, ProgrammingError, r"patientz")
+def test_unknown_table(assert_refused, sql):
+    assert_refused(sql, ProgrammingError, r"patientz")
 
 
 @pytest.mark.parametrize("sql, column", [
@@ -160,8 +160,8 @@ def test_unknown_table(refuse, sql):
     ("SELECT p.sex, AVG(l.valu) FROM patients p JOIN labs l USING (patient_id) GROUP BY p.sex",
      "valu"),
 ], ids=["in_aggregate", "in_where", "in_group_by", "qualified_in_join"])
-def test_unknown_column(refuse, sql, column):
-    refuse(sql, ProgrammingError, re.escape(column))
+def test_unknown_column(assert_refused, sql, column):
+    assert_refused(sql, ProgrammingError, re.escape(column))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,16 +175,16 @@ def test_unknown_column(refuse, sql, column):
     "UPDATE patients SET age = age + 1",
     "DELETE FROM labs WHERE value IS NULL",
 ], ids=["insert", "create", "drop", "update", "delete"])
-def test_non_select_statements_refused(refuse, fed_conn, pooled, run_federated, sql):
-    refuse(sql, (NotSupportedError, ProgrammingError), r"only SELECT")
+def test_non_select_statements_refused(assert_refused, fed_conn, pooled, run_federated, sql):
+    assert_refused(sql, (NotSupportedError, ProgrammingError), r"only SELECT")
     _, rows = run_federated(fed_conn, "SELECT COUNT(*) AS n FROM patients")
     _, labs = run_federated(fed_conn, "SELECT COUNT(*) AS n FROM labs")
     assert rows == pooled.execute("SELECT COUNT(*) FROM patients").fetchall()
     assert labs == pooled.execute("SELECT COUNT(*) FROM labs").fetchall()
 
 
-def test_several_statements_refused(refuse, fed_conn, pooled, run_federated):
-    refuse("SELECT COUNT(*) FROM patients; DROP TABLE patients",
+def test_several_statements_refused(assert_refused, fed_conn, pooled, run_federated):
+    assert_refused("SELECT COUNT(*) FROM patients; DROP TABLE patients",
            (NotSupportedError, ProgrammingError), r"statement")
     _, rows = run_federated(fed_conn, "SELECT COUNT(*) AS n FROM patients")
     assert rows == pooled.execute("SELECT COUNT(*) FROM patients").fetchall()
