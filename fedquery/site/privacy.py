@@ -20,6 +20,7 @@ from fedquery.plan.canonical import canonical_text
 from fedquery.policy.contributions import bounding_of
 from fedquery.policy.ledger import BudgetLedger
 from fedquery.policy.model import Policy
+from fedquery.protect.disclosure import protect_site_cells
 from fedquery.protect.keys import site_secret
 from fedquery.protect.noise import DEFAULT_DELTA, add_noise, budget_rho, epsilon_of, plan_noise
 from fedquery.transport import codec
@@ -97,7 +98,11 @@ class SitePrivacy:
                         [[p.name, p.scale, p.fixed_point] for p in noise.partials]))),
                     ("bounds", [[p.name, *p.arg_bounds] for p in plan.fragment.partials
                                 if p.arg_bounds]))
-            reply = SiteReply(self.site, plan.fingerprint, _with_flags(noisy), 0, meta)
+            # Under noise, cells are judged on their noisy counts at the coordinator: the
+            # site adds only the (unset) check columns every reply carries.
+            flagged, _ = protect_site_cells(noisy, plan.fragment.group_columns,
+                                            tuple(p.name for p in plan.fragment.partials), None)
+            reply = SiteReply(self.site, plan.fingerprint, flagged, 0, meta)
             self.ledger.commit(reservation)
         except BaseException:
             self.ledger.rollback(reservation)
@@ -128,10 +133,3 @@ class SitePrivacy:
 
     def close(self) -> None:
         self.ledger.close()
-
-
-def _with_flags(table):
-    import pyarrow as pa
-    n = table.num_rows
-    return table.append_column("__units", pa.nulls(n, pa.int64())).append_column(
-        "__suppressed", pa.array([False] * n, pa.bool_()))
