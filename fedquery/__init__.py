@@ -29,4 +29,4 @@ __version__ = "0.1.0"
 
 apilevel = "2.0"
 threadsafety = 1  # threads may share the module, not connections
-paramstyle = "qmark"
+paramstyle = "qmark"  # also "named" (:name): both bound through the syntax tree

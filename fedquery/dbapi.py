@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from fedquery.errors import InterfaceError, NotSupportedError
 from fedquery.ir import Release, Report, Settings
+from fedquery.sql.params import bind_parameters
 from fedquery.sql.session import apply_session_statement
 
 
@@ -83,8 +84,8 @@ class Cursor(_Closeable):
         self._check_open()
         self.connection._check_open()
         self._release, self._rows, self._pos = None, None, 0  # a failure leaves no result
-        if parameters:
-            raise NotSupportedError("query parameters are not supported yet")
+        if parameters is not None:
+            operation = bind_parameters(operation, parameters)
         settings = apply_session_statement(operation, self.connection.settings)
         if settings is not None:  # SET / RESET: changes the session, runs nothing
             self.connection.settings = settings
@@ -149,6 +150,12 @@ class Cursor(_Closeable):
     def __iter__(self) -> Iterator[tuple]:
         while (row := self.fetchone()) is not None:
             yield row
+
+    def executemany(self, operation: str, seq_of_parameters) -> Cursor:
+        """Run ``operation`` once per parameter set; the last result stays on the cursor."""
+        for parameters in seq_of_parameters:
+            self.execute(operation, parameters)
+        return self
 
     def fq_explain(self, operation: str) -> dict:
         """What ``operation`` would do at every site (decision, ε cost, expected ± widths),
