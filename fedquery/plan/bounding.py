@@ -33,6 +33,7 @@ from fedquery.plan.disclosure import unit_expression
 from fedquery.plan.state import PlanState
 from fedquery.sql.lineage import (plain_base_column, projection_sources, root_scope,
                                   trace_column)
+from fedquery.sql.support import walk_same_scope
 
 DIALECT = "duckdb"
 
@@ -212,9 +213,72 @@ def _row_cap(state: PlanState) -> int:
     return max(caps[t] for t in tables)
 
 
+def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+    if node is None:
+        return []
+    return list(node.flatten()) if isinstance(node, exp.And) else [node]
+
+
+def _refuse_link(what: str) -> None:
+    raise NotSupportedError(
+        f"{what}: under differential privacy every table must be linked to the privacy unit "
+        "(JOIN ... ON a.patient_id = b.patient_id; unit IN (SELECT unit ...); EXISTS "
+        "correlated on the unit), so that one patient can only touch their own rows")
+
+
+def _check_unit_links(state: PlanState) -> None:
+    """One patient must not reach other patients' rows: joins and predicate subqueries are
+    allowed only through equality of privacy units (a join on an attribute, a cross join or
+    an uncorrelated EXISTS would let one patient switch every row on or off)."""
+    units = state.privacy_units
+
+    def unit(scope, node) -> bool:
+        columns = [node] if isinstance(node, exp.Column) else (
+            [node.this, *node.expressions] if isinstance(node, exp.Coalesce) else [])
+        if not columns or not all(isinstance(c, exp.Column) and c.table for c in columns):
+            return False
+        bases = set().union(*(trace_column(scope, c) for c in columns))
+        return bool(bases) and all(units.get(t) == c for t, c in bases)
+
+    def unit_equality(scope, conjuncts) -> bool:
+        return any(isinstance(c, exp.EQ) and unit(scope, c.this) and unit(scope, c.expression)
+                   for c in conjuncts)
+
+    def child(scope, select):
+        for sub in scope.subquery_scopes:
+            if sub.expression is select:
+                return sub
+        return None
+
+    for scope in root_scope(state.query).traverse():
+        select = scope.expression
+        if not isinstance(select, exp.Select):
+            continue
+        for join in select.args.get("joins") or []:
+            if not unit_equality(scope, _conjuncts(join.args.get("on"))):
+                _refuse_link(f"the join with {join.this.sql(DIALECT)} is not on the unit")
+        for node in walk_same_scope(select):
+            if isinstance(node, exp.In) and node.args.get("query") is not None:
+                inner = node.args["query"].this
+                sub = child(scope, inner)
+                if (sub is None or not unit(scope, node.this) or len(inner.expressions) != 1
+                        or not unit(sub, inner.expressions[0].unalias())):
+                    _refuse_link("an IN subquery that is not unit IN (SELECT unit ...)")
+            elif isinstance(node, exp.Exists):
+                sub = child(scope, node.this)
+                if sub is None or not unit_equality(
+                        sub, _conjuncts(sub.expression.args.get("where") and
+                                        sub.expression.args["where"].this)):
+                    _refuse_link("an EXISTS subquery not correlated on the unit")
+            elif isinstance(node, exp.Subquery) and not isinstance(
+                    node.parent, exp.In | exp.Exists | exp.From | exp.Join):
+                _refuse_link("a scalar subquery")
+
+
 def bound_contributions(state: PlanState) -> PlanState:
     if state.bounding is None:
         return state
+    _check_unit_links(state)
     ctx = _Context(state)
     unit = unit_expression(state)
     if unit is None:

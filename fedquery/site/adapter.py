@@ -7,6 +7,7 @@ the planner.  It executes a fragment and returns Arrow, and introspects its cata
 from __future__ import annotations
 
 import glob as glob_module
+import logging
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +17,8 @@ import pyarrow as pa
 
 from fedquery.errors import ConfigError, OperationalError, ProgrammingError
 from fedquery.ir import ColumnInfo, TableInfo
+
+log = logging.getLogger(__name__)
 
 
 def _file_version(path: Path) -> str:
@@ -130,7 +133,13 @@ class DuckDBAdapter:
         except duckdb.BinderException as err:
             raise ProgrammingError(f"the site could not bind the fragment: {err}") from None
         except duckdb.Error as err:
-            raise OperationalError(f"the site's database failed: {err}") from None
+            # The database's own message can quote row values (a failed CAST names the
+            # string): it goes to the site's log, never to the analyst.
+            log.warning("event=fragment_failed error=%s", type(err).__name__)
+            log.debug("fragment failure detail: %s", err)
+            raise OperationalError("the site's database could not evaluate the query on its "
+                                   f"data ({type(err).__name__}; details are in the site's "
+                                   "log)") from None
         finally:
             cur.close()
 

@@ -54,6 +54,13 @@ class SitePrivacy:
                 rules=(RuleHit("R-EPSILON", self.site, "epsilon",
                                f"at most {limit:g} per query", f"SET epsilon = {limit:g}"),))
         delta = request.settings.get("delta", self.noise.delta)
+        if delta is not None and float(delta) > self.delta * (1 + 1e-12):
+            raise PolicyViolation(
+                f"refused by the policy of {self.site}:\n  R-DELTA at {self.site}: a query may "
+                f"use delta at most {self.delta:g} here (hint: SET delta = {self.delta:g} or "
+                "less)",
+                rules=(RuleHit("R-DELTA", self.site, "delta", f"at most {self.delta:g}",
+                               f"SET delta = {self.delta:g}"),))
         return epsilon, (float(delta) if delta is not None else None)
 
     def budget_rho(self) -> float:
@@ -79,17 +86,21 @@ class SitePrivacy:
         noise = plan_noise(plan.fragment.partials, plan.fragment.row_cap,
                            self.noise.mechanism, epsilon, delta)
         key = hashlib.sha256("\n".join([
-            canonical_text(prepared.query), self.noise.mechanism,
+            canonical_text(prepared.query), self.policy.content_hash, self.noise.mechanism,
             repr(epsilon), repr(delta), data_version]).encode()).hexdigest()
         cached = self.ledger.cache_get(key)
         if cached is not None:
             reply = codec.decode_reply(cached)
             return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
                              reply.meta + (("cached", True), ("rho_charged", 0.0)))
+        started = False
         reservation = self.ledger.reserve(request.analyst, noise.rho,
                                           budget_rho=self.budget_rho(),
                                           query_id=request.query_id or key)
         try:
+            # Once the fragment runs, its outcome depends on the data: a failure is charged
+            # like an answer (otherwise failing queries would be free yes/no oracles).
+            started = True
             raw = execute(plan.fragment.sql)
             noisy = add_noise(raw, noise)
             meta = (("mechanism", noise.mechanism), ("epsilon", epsilon), ("delta", delta),
@@ -105,7 +116,10 @@ class SitePrivacy:
             reply = SiteReply(self.site, plan.fingerprint, flagged, 0, meta)
             self.ledger.commit(reservation)
         except BaseException:
-            self.ledger.rollback(reservation)
+            if started:
+                self.ledger.commit(reservation)
+            else:
+                self.ledger.rollback(reservation)
             raise
         stored = self.ledger.cache_put(key, codec.encode_reply(reply))
         released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer

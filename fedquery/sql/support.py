@@ -65,7 +65,9 @@ _SYSTEM_FUNCTIONS = frozenset({
     "current_user", "current_role", "session_user", "user", "version", "pragma_version",
     "getenv", "glob", "read_text", "read_blob", "read_csv", "read_csv_auto", "read_parquet",
     "read_json", "read_json_auto", "read_ndjson", "parquet_scan", "sniff_csv", "query",
-    "query_table", "txid_current", "pg_typeof"})
+    "query_table", "txid_current", "pg_typeof",
+    # raise an error chosen by the query: a data-dependent error is an exact oracle
+    "error"})
 _SYSTEM_PREFIXES = ("duckdb_", "pragma_", "pg_", "has_", "sqlite_")
 
 # Functions whose value differs between runs or sites: a federated answer would be meaningless.
