@@ -157,6 +157,7 @@ class SiteFragment:
     partials: tuple[Partial, ...]
     checks: CellChecks | None = None  # set when the fragment also computes cell checks
     row_cap: int = 0  # rows one unit may contribute, when contributions are bounded (DP)
+    threshold: bool = False  # data-driven group keys: the site releases them by threshold
 
 
 @dataclass(frozen=True)

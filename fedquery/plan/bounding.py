@@ -9,7 +9,9 @@ Under differential privacy the fragment becomes three steps:
    site's secret key, so the choice is deterministic and unpredictable — not ``random()``);
 3. the partials per group: sums of the bounded per-row values.  When every group key has a
    public domain, every key of the domain (and NULL) gets a row, zeros included, so which
-   groups exist is never revealed by the data.
+   groups exist is never revealed by the data.  Otherwise each group also counts its units,
+   and the site releases only the groups that pass OpenDP's threshold mechanism on that
+   count (``protect.noise.threshold_keys``).
 
 One unit then changes any partial vector by at most ``row_cap × per_row`` (L1 and L2): that is
 the sensitivity ``protect.noise`` calibrates to.  MIN and MAX cannot be bounded this way and
@@ -36,6 +38,7 @@ from fedquery.sql.lineage import (plain_base_column, projection_sources, root_sc
 from fedquery.sql.support import walk_same_scope
 
 DIALECT = "duckdb"
+KEY_UNITS = "__key_units"  # per group: distinct units, for the threshold on data-driven keys
 
 
 def _rounded(value: float) -> float:
@@ -329,13 +332,18 @@ def bound_contributions(state: PlanState) -> PlanState:
                 f"SELECT * FROM {_q('__rows')} QUALIFY ROW_NUMBER() OVER (PARTITION BY "
                 f"{_q('__unit')} ORDER BY {_q('__h')}) <= {cap}) "
                 f"SELECT {select_groups}{sums} FROM {_q('__capped')}{group_by}")
+    threshold = False
     if groups:
         keys = _keys_sql(ctx, groups)
         if keys is None:
-            raise NotSupportedError(
-                "under differential privacy every GROUP BY key needs a public domain (a "
-                "column with a domain in the policy, or a CASE band with literal labels), so "
-                "that which groups exist is not revealed by the data")
+            # Keys the data reveals: each group also reports how many units it holds, and
+            # the site releases only groups whose noisy unit count passes OpenDP's threshold
+            # (protect.noise.threshold_keys).  The column never leaves the site.
+            units = f", COUNT(DISTINCT {_q('__unit')}) AS {_q(KEY_UNITS)}"
+            fragment = fragment.replace(f" FROM {_q('__capped')}{group_by}",
+                                        f"{units} FROM {_q('__capped')}{group_by}")
+            return replace(state, fragment_sql=fragment, partials=tuple(partials),
+                           row_cap=cap, threshold=True)
         join = " AND ".join(f"k.{_q(g)} IS NOT DISTINCT FROM f.{_q(g)}" for g in groups)
         filled = ", ".join(f"COALESCE(f.{_q(p.name)}, 0) AS {_q(p.name)}" for p in partials)
         fragment = (f"SELECT {', '.join('k.' + _q(g) for g in groups)}, {filled} FROM "

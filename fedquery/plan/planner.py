@@ -64,7 +64,7 @@ def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = 
         state = rule(state)
         log.debug("plan rule %s done", rule.__name__)
     fragment = SiteFragment(state.fragment_sql, state.group_names, state.partials, state.checks,
-                            state.row_cap)
+                            state.row_cap, state.threshold)
     ctes = {cte.alias_or_name.lower() for cte in query.find_all(exp.CTE)}
     tables = tuple(sorted({t.name.lower() for t in query.find_all(exp.Table)} - ctes))
     return FederatedPlan(fragment=fragment, combine_sql=state.combine_sql,

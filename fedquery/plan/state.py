@@ -30,6 +30,7 @@ class PlanState:
     fragment_sql: str = ""
     checks: CellChecks | None = None
     row_cap: int = 0
+    threshold: bool = False  # group keys without a public domain: released by threshold
     combine_sql: str = ""
     post_sql: str = ""
     post_interval_sql: str = ""  # the same, with every output's 95 % interval ends

@@ -22,7 +22,7 @@ from fedquery.policy.decide import strictest
 from fedquery.policy.enforce import enforce
 from fedquery.policy.load import load_policy
 from fedquery.policy.model import Policy
-from fedquery.protect.noise import half_width, plan_noise
+from fedquery.protect.noise import DEFAULT_DELTA, half_width, plan_noise
 from fedquery.sql import analyze
 
 NOT_SUPPORTED = "NOT-SUPPORTED"
@@ -102,7 +102,7 @@ def _noise_lines(sql: str, policy: Policy) -> list[str]:
         plan = plan_query(analyze(sql, schema_from_policy(policy)), units,
                           policy.requirements(), bounding_of(policy, "explain"))
         costs = plan_noise(plan.fragment.partials, plan.fragment.row_cap, noise.mechanism,
-                           epsilon, noise.delta)
+                           epsilon, noise.delta or DEFAULT_DELTA, plan.fragment.threshold)
     except Error as err:
         return [f"  - under noise the query is refused: {err}"]
     lines = [f"  - spends epsilon {epsilon:g} per query here (zCDP rho {costs.rho:.4g}; "

@@ -115,24 +115,88 @@ class PartialNoise:
 
 
 @dataclass(frozen=True)
+class KeyThreshold:
+    """OpenDP's Gaussian threshold mechanism for group keys the data reveals."""
+
+    scale: float
+    threshold: int
+    rho: float
+    delta: float  # the failure probability this query spends (charged to a δ budget)
+
+
+@dataclass(frozen=True)
 class NoisePlan:
     mechanism: str
     epsilon: float
     delta: float | None
     rho: float  # what the ledger charges
     partials: tuple[PartialNoise, ...]
+    keys: KeyThreshold | None = None
+
+
+# A query whose keys have no public domain spends this fraction of the policy's δ, so an
+# analyst's threshold releases together stay within δ (at most 1/fraction such queries).
+THRESHOLD_DELTA_SHARE = 1e-3
+
+
+def _threshold_measurement(scale: float, threshold: int):
+    domain = dp.map_domain(dp.atom_domain(T=str), dp.atom_domain(T="i64"))
+    return dp.m.make_gaussian_threshold(domain, dp.l02inf_distance(
+        dp.absolute_distance(T="i64")), scale=scale, threshold=threshold)
+
+
+@functools.lru_cache(maxsize=1024)
+def calibrate_threshold(groups_touched: int, rho: float, delta: float) -> KeyThreshold:
+    """Scale and threshold so that releasing the keys whose noisy unit count passes costs at
+    most ``rho`` (zCDP) with failure probability at most ``delta`` (OpenDP's privacy map at
+    d_in = (groups a unit touches, its L2, its L∞ = 1))."""
+    d_in = (groups_touched, int(math.ceil(math.sqrt(groups_touched))), 1)
+    low, high = 1e-3, 1e6
+    for _ in range(80):  # the smallest scale whose ρ fits
+        mid = math.sqrt(low * high)
+        if _threshold_measurement(mid, 10**9).map(d_in)[0] <= rho:
+            high = mid
+        else:
+            low = mid
+    lo_t, hi_t = 1, 10**9
+    while lo_t < hi_t:  # the smallest threshold whose δ fits
+        mid_t = (lo_t + hi_t) // 2
+        if _threshold_measurement(high, mid_t).map(d_in)[1] <= delta:
+            hi_t = mid_t
+        else:
+            lo_t = mid_t + 1
+    spent = _threshold_measurement(high, lo_t).map(d_in)
+    return KeyThreshold(high, lo_t, float(spent[0]), float(spent[1]))
+
+
+def threshold_keys(table: pa.Table, group_columns, units_column: str,
+                   keys: KeyThreshold) -> pa.Table:
+    """The rows whose noisy unit count passes the threshold (OpenDP draws the noise)."""
+    import json
+    names = [json.dumps(row, default=str) for row in zip(
+        *(table[g].to_pylist() for g in group_columns))] if group_columns else []
+    counts = {name: int(v or 0) for name, v in zip(names, table[units_column].to_pylist())}
+    kept = _threshold_measurement(keys.scale, keys.threshold)(counts) if counts else {}
+    mask = pa.array([name in kept for name in names], pa.bool_())
+    return table.filter(mask).drop_columns([units_column])
 
 
 def plan_noise(partials, row_cap: int, mechanism: str, epsilon: float,
-               delta: float | None) -> NoisePlan:
-    """Calibrate every partial's noise for a query that may spend ``epsilon`` (, ``delta``)."""
+               delta: float | None, threshold: bool = False) -> NoisePlan:
+    """Calibrate every partial's noise for a query that may spend ``epsilon`` (, ``delta``);
+    with ``threshold`` (group keys without a public domain) one more even share pays for
+    releasing the keys through OpenDP's Gaussian threshold mechanism."""
     if mechanism not in MECHANISMS:
         raise DataError(f"unknown noise mechanism {mechanism!r}")
     if not epsilon > 0:
         raise DataError(f"epsilon must be positive, got {epsilon!r}")
     if mechanism == "gaussian" and not (delta and 0 < delta < 1):
         raise DataError("the gaussian mechanism needs 0 < delta < 1 (SET delta = 1e-7)")
-    m = len(partials)
+    if threshold and not (delta and 0 < delta < 1):
+        raise DataError("group keys without a public domain are released by a threshold "
+                        "mechanism, which needs 0 < delta < 1 (SET delta = 1e-7, or a delta in "
+                        "the policy)")
+    m = len(partials) + (1 if threshold else 0)
     share = epsilon / m if mechanism == "laplace" else rho_for(epsilon, delta) / m
     out = []
     for p in partials:
@@ -140,7 +204,12 @@ def plan_noise(partials, row_cap: int, mechanism: str, epsilon: float,
         scale = calibrate_scale(mechanism, sensitivity, share)
         out.append(PartialNoise(p.name, sensitivity, scale, p.fixed_point,
                                 charged_rho(mechanism, scale, sensitivity)))
-    return NoisePlan(mechanism, epsilon, delta, sum(p.rho for p in out), tuple(out))
+    keys = None
+    if threshold:  # a pure-DP share ε' is worth ε'²/2 of zCDP
+        rho_keys = share * share / 2 if mechanism == "laplace" else share
+        keys = calibrate_threshold(max(row_cap, 1), rho_keys, delta * THRESHOLD_DELTA_SHARE)
+    rho = sum(p.rho for p in out) + (keys.rho if keys else 0.0)
+    return NoisePlan(mechanism, epsilon, delta, rho, tuple(out), keys)
 
 
 def add_noise(table: pa.Table, plan: NoisePlan) -> pa.Table:

@@ -22,8 +22,13 @@ from fedquery.policy.ledger import BudgetLedger
 from fedquery.policy.model import Policy
 from fedquery.protect.disclosure import protect_site_cells
 from fedquery.protect.keys import site_secret
-from fedquery.protect.noise import DEFAULT_DELTA, add_noise, budget_rho, epsilon_of, plan_noise
+from fedquery.plan.bounding import KEY_UNITS
+from fedquery.protect.noise import (DEFAULT_DELTA, add_noise, budget_rho, epsilon_of,
+                                    plan_noise, threshold_keys)
 from fedquery.transport import codec
+
+
+DELTA_ACCOUNT = "\x1fdelta"  # ledger account (analyst + this) for threshold δ spends
 
 
 class SitePrivacy:
@@ -84,7 +89,8 @@ class SitePrivacy:
         epsilon, delta = self.epsilon_delta(request)
         plan = prepared.plan
         noise = plan_noise(plan.fragment.partials, plan.fragment.row_cap,
-                           self.noise.mechanism, epsilon, delta)
+                           self.noise.mechanism, epsilon, delta or self.delta,
+                           plan.fragment.threshold)
         key = hashlib.sha256("\n".join([
             canonical_text(prepared.query), self.policy.content_hash, self.noise.mechanism,
             repr(epsilon), repr(delta), data_version]).encode()).hexdigest()
@@ -94,15 +100,26 @@ class SitePrivacy:
             return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
                              reply.meta + (("cached", True), ("rho_charged", 0.0)))
         started = False
-        reservation = self.ledger.reserve(request.analyst, noise.rho,
-                                          budget_rho=self.budget_rho(),
-                                          query_id=request.query_id or key)
+        query_id = request.query_id or key
+        reservations = [self.ledger.reserve(request.analyst, noise.rho,
+                                            budget_rho=self.budget_rho(), query_id=query_id)]
+        if noise.keys is not None:  # the threshold's failure probability has its own budget
+            try:
+                reservations.append(self.ledger.reserve(
+                    request.analyst + DELTA_ACCOUNT, noise.keys.delta,
+                    budget_rho=self.delta, query_id=query_id))
+            except BaseException:
+                self.ledger.rollback(reservations[0])
+                raise
         try:
             # Once the fragment runs, its outcome depends on the data: a failure is charged
             # like an answer (otherwise failing queries would be free yes/no oracles).
             started = True
             raw = execute(plan.fragment.sql)
             noisy = add_noise(raw, noise)
+            if noise.keys is not None:
+                noisy = threshold_keys(noisy, plan.fragment.group_columns, KEY_UNITS,
+                                       noise.keys)
             meta = (("mechanism", noise.mechanism), ("epsilon", epsilon), ("delta", delta),
                     ("rho", noise.rho), ("epsilon_spent", self._shown_epsilon(noise)),
                     ("noise", json.loads(json.dumps(
@@ -114,12 +131,14 @@ class SitePrivacy:
             flagged, _ = protect_site_cells(noisy, plan.fragment.group_columns,
                                             tuple(p.name for p in plan.fragment.partials), None)
             reply = SiteReply(self.site, plan.fingerprint, flagged, 0, meta)
-            self.ledger.commit(reservation)
-        except BaseException:
-            if started:
+            for reservation in reservations:
                 self.ledger.commit(reservation)
-            else:
-                self.ledger.rollback(reservation)
+        except BaseException:
+            for reservation in reservations:
+                if started:
+                    self.ledger.commit(reservation)
+                else:
+                    self.ledger.rollback(reservation)
             raise
         stored = self.ledger.cache_put(key, codec.encode_reply(reply))
         released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
@@ -132,7 +151,8 @@ class SitePrivacy:
         epsilon, delta = self.epsilon_delta(request)
         plan = prepared.plan
         noise = plan_noise(plan.fragment.partials, plan.fragment.row_cap,
-                           self.noise.mechanism, epsilon, delta)
+                           self.noise.mechanism, epsilon, delta or self.delta,
+                           plan.fragment.threshold)
         return {"mechanism": noise.mechanism, "epsilon": self._shown_epsilon(noise),
                 "delta": delta, "rho": noise.rho, "row_cap": plan.fragment.row_cap,
                 "noise": [[p.name, p.scale, p.fixed_point, p.sensitivity]

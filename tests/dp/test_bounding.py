@@ -210,13 +210,11 @@ def test_a_case_band_with_literal_labels_is_a_public_domain(make_bounding, dp_pl
     assert rows == {"low": 1, "high": 0}  # with an ELSE the band is never NULL
 
 
-def test_a_group_key_without_a_public_domain_is_refused(make_bounding, dp_plan, federation,
-                                                        make_policy, make_table):
-    with pytest.raises(NotSupportedError, match="public domain"):
-        dp_plan("SELECT y, COUNT(*) FROM t GROUP BY y", make_bounding())
-    conn = federation({"s1": make_table(pid=[1], g=["a"], x=[1.0])}, make_policy())
-    with pytest.raises(NotSupportedError, match="public domain"):
-        conn.cursor().execute("SELECT y, COUNT(*) FROM t GROUP BY y")
+def test_a_group_key_without_a_public_domain_goes_through_the_threshold(make_bounding,
+                                                                        dp_plan):
+    plan = dp_plan("SELECT y, COUNT(*) FROM t GROUP BY y", make_bounding())
+    assert plan.fragment.threshold and '"__key_units"' in plan.fragment.sql
+    assert "VALUES" not in plan.fragment.sql  # no public key list: the data decides
 
 
 @pytest.mark.parametrize("sql", ["SELECT MIN(x) FROM t", "SELECT g, MAX(x) FROM t GROUP BY g",
