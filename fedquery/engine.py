@@ -100,7 +100,10 @@ class Engine:
                         suppressed_cells=len(suppressed), suppressed_rows=suppressed,
                         epsilon_spent=noise.epsilon_spent, notes=plan.notes,
                         intervals=tuple(intervals) if noise.epsilon_spent else (),
-                        cached_sites=noise.cached)
+                        cached_sites=noise.cached,
+                        noise=tuple((p.sql, noise.widths.get(p.name, 0.0))
+                                    for p in plan.fragment.partials)
+                        if noise.epsilon_spent else ())
         return Release(table=table, report=report)
 
     def explain(self, sql: str, *, analyst: str, settings: Settings = Settings()) -> dict:

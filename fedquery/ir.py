@@ -196,6 +196,7 @@ class Report:
     notes: tuple[str, ...] = ()
     intervals: tuple = ()  # per row, per column: (low, high) of the 95 % interval, or None
     cached_sites: tuple[str, ...] = ()  # sites that answered from their noise cache
+    noise: tuple[tuple[str, float], ...] = ()  # per aggregate: combined noise's 95 % ±
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 

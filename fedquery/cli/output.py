@@ -86,6 +86,9 @@ def describe_report(report) -> str:
                      "spent)")
     if report.intervals:
         parts.append("± = 95% interval")
+    if report.noise:
+        parts.append("combined noise (95%): " + ", ".join(
+            f"{aggregate} ±{width:.3g}" for aggregate, width in report.noise))
     if report.sites_failed:
         parts.append("sites failed: " + ", ".join(s for s, _ in report.sites_failed))
     if report.suppressed_cells:
