@@ -99,7 +99,6 @@ class SitePrivacy:
             reply = codec.decode_reply(cached)
             return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
                              reply.meta + (("cached", True), ("rho_charged", 0.0)))
-        started = False
         query_id = request.query_id or key
         reservations = [self.ledger.reserve(request.analyst, noise.rho,
                                             budget_rho=self.budget_rho(), query_id=query_id)]
@@ -112,9 +111,6 @@ class SitePrivacy:
                 self.ledger.rollback(reservations[0])
                 raise
         try:
-            # Once the fragment runs, its outcome depends on the data: a failure is charged
-            # like an answer (otherwise failing queries would be free yes/no oracles).
-            started = True
             raw = execute(plan.fragment.sql)
             noisy = add_noise(raw, noise)
             if noise.keys is not None:
@@ -134,11 +130,10 @@ class SitePrivacy:
             for reservation in reservations:
                 self.ledger.commit(reservation)
         except BaseException:
+            # The fragment touched the data, so even a failure depends on it: it is charged
+            # like an answer (otherwise failing queries would be free yes/no oracles).
             for reservation in reservations:
-                if started:
-                    self.ledger.commit(reservation)
-                else:
-                    self.ledger.rollback(reservation)
+                self.ledger.commit(reservation)
             raise
         stored = self.ledger.cache_put(key, codec.encode_reply(reply))
         released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
