@@ -24,6 +24,20 @@ from fedquery.errors import (  # noqa: F401  (re-exported: PEP 249 module surfac
 )
 
 from fedquery.dbapi import Connection, Cursor, connect  # noqa: E402,F401
+from fedquery.dbtypes import (  # noqa: E402,F401  (PEP 249 type objects and constructors)
+    BINARY,
+    DATETIME,
+    NUMBER,
+    ROWID,
+    STRING,
+    Binary,
+    Date,
+    DateFromTicks,
+    Time,
+    TimeFromTicks,
+    Timestamp,
+    TimestampFromTicks,
+)
 
 __version__ = "0.1.0"
 

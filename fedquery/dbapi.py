@@ -157,6 +157,20 @@ class Cursor(_Closeable):
             self.execute(operation, parameters)
         return self
 
+    def setinputsizes(self, sizes) -> None:
+        """Accepted and ignored (PEP 249): parameters are bound as typed literals."""
+
+    def setoutputsizes(self, size, column=None) -> None:
+        """Accepted and ignored (PEP 249): results arrive whole, as Arrow."""
+
+    def callproc(self, procname, parameters=None):
+        raise NotSupportedError("fedquery has no stored procedures: run a SELECT instead")
+
+    def nextset(self) -> None:
+        """There is only ever one result set."""
+        self._check_open()
+        return None
+
     def fq_explain(self, operation: str) -> dict:
         """What ``operation`` would do at every site (decision, ε cost, expected ± widths),
         without running it or spending budget."""
