@@ -186,6 +186,11 @@ class Cursor(_Closeable):
     def fetch_arrow_table(self) -> pa.Table:
         return self._table()
 
+    def fetch_record_batch(self) -> pa.RecordBatchReader:
+        """The result as a stream of Arrow record batches (ADBC style)."""
+        return pa.RecordBatchReader.from_batches(self._table().schema,
+                                                 self._table().to_batches())
+
     def fetch_df(self):
         return self._table().to_pandas()
 

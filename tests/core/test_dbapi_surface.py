@@ -65,3 +65,10 @@ def test_pandas_read_sql_equals_fetch_df(conn):
         frame = pd.read_sql(sql, conn)
     expected = conn.cursor().execute(sql).fetch_df()
     pd.testing.assert_frame_equal(frame, expected, check_dtype=False)
+
+
+def test_arrow_extras(conn):
+    cur = conn.cursor().execute("SELECT g, COUNT(*) AS n FROM t GROUP BY g ORDER BY g")
+    table = cur.fetch_arrow_table()
+    assert cur.fetch_record_batch().read_all().equals(table)
+    assert table.column_names == ["g", "n"]
