@@ -91,8 +91,8 @@ def run_tour(conn, echo, fmt: str = "table") -> None:
         echo(render(cursor.fetch_arrow_table(), fmt, cursor.fq_report.intervals))
         echo(f"   {describe_report(cursor.fq_report)}; {elapsed:.0f} ms\n")
     title, sql = SHOWCASE[0]
-    echo(f"-- The first query again, written differently: answered from each site's cache, "
-         f"so repeating it spends nothing and averages nothing away\n")
+    echo("-- The first query again, written differently: answered from each site's cache, "
+         "so repeating it spends nothing and averages nothing away\n")
     cursor = conn.cursor().execute(sql.lower().replace("group by all", "group by 1, 2"))
     echo(render(cursor.fetch_arrow_table(), fmt, cursor.fq_report.intervals))
     echo(f"   {describe_report(cursor.fq_report)}\n")

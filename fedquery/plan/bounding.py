@@ -332,7 +332,6 @@ def bound_contributions(state: PlanState) -> PlanState:
                 f"SELECT * FROM {_q('__rows')} QUALIFY ROW_NUMBER() OVER (PARTITION BY "
                 f"{_q('__unit')} ORDER BY {_q('__h')}) <= {cap}) "
                 f"SELECT {select_groups}{sums} FROM {_q('__capped')}{group_by}")
-    threshold = False
     if groups:
         keys = _keys_sql(ctx, groups)
         if keys is None:

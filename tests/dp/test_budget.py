@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from fedquery.errors import (BudgetExhausted, DatabaseError, InterfaceError, NotSupportedError,
+from fedquery.errors import (BudgetExhausted, InterfaceError, NotSupportedError,
                              OperationalError, PolicyViolation, ProgrammingError)
 from fedquery.protect.noise import budget_rho, rho_for
 
