@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -98,9 +99,10 @@ class Engine:
                         sites_answered=tuple(sorted(r.site for r in gathered.replies)),
                         sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
                         suppressed_cells=len(suppressed), suppressed_rows=suppressed,
+                        withheld_columns=plan.aggregate_outputs,
                         epsilon_spent=noise.epsilon_spent, notes=plan.notes,
                         intervals=tuple(intervals) if noise.epsilon_spent else (),
-                        cached_sites=noise.cached,
+                        cached_sites=noise.cached, budget_remaining=noise.remaining,
                         noise=tuple((p.sql, noise.widths.get(p.name, 0.0))
                                     for p in plan.fragment.partials)
                         if noise.epsilon_spent else ())
@@ -117,6 +119,24 @@ class Engine:
         return {"fragment": plan.fragment.sql, "combine": plan.combine_sql,
                 "post": plan.post_sql, "sites": sites,
                 "partials": expected_widths(plan, sites), "notes": list(plan.notes)}
+
+    @property
+    def site_catalogs(self) -> dict[str, SiteCatalog]:
+        """What each site publishes: its released tables and columns with their public
+        facts (roles, domains, bounds), and its policy's requirements."""
+        return dict(self._site_catalogs)
+
+    def health(self) -> list[tuple[str, dict | Exception, float]]:
+        """Every site's health answer (or the error) and the round trip in milliseconds."""
+        def probe(client):
+            started = time.perf_counter()
+            try:
+                answer = client.health()
+            except Exception as err:  # noqa: BLE001 - reported per site, never raised
+                answer = err
+            return client.name, answer, (time.perf_counter() - started) * 1000
+        with cf.ThreadPoolExecutor(max_workers=len(self.clients)) as pool:
+            return list(pool.map(probe, self.clients))
 
     def budget(self, analyst: str) -> list[dict]:
         """The analyst's budget at every site."""

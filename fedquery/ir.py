@@ -20,6 +20,13 @@ import pyarrow as pa
 class ColumnInfo:
     name: str
     type: str  # DuckDB type name, e.g. "INTEGER", "DECIMAL(15,2)", "VARCHAR"
+    # What the site's policy publishes about the column (public facts only): its role, its
+    # public domain, its clamp bounds, the uses and aggregate families it allows.
+    role: str | None = None
+    domain: tuple | None = None
+    bounds: tuple[float, float] | None = None
+    uses: tuple[str, ...] | None = None
+    aggregates: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +177,7 @@ class FederatedPlan:
     fingerprint: str  # sha256 of the fragment and combine, so sites and coordinator can agree
     tables: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # caveats the release report must carry
+    aggregate_outputs: tuple[int, ...] = ()  # outputs computed from aggregates, not keys
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,11 +200,13 @@ class Report:
     sites_failed: tuple[tuple[str, str], ...] = ()
     suppressed_cells: int = 0
     suppressed_rows: tuple[int, ...] = ()  # indices of released rows whose values are withheld
+    withheld_columns: tuple[int, ...] = ()  # columns withheld in those rows (the aggregates)
     epsilon_spent: tuple[tuple[str, float], ...] = ()  # per site, 0 when answered from cache
     notes: tuple[str, ...] = ()
     intervals: tuple = ()  # per row, per column: (low, high) of the 95 % interval, or None
     cached_sites: tuple[str, ...] = ()  # sites that answered from their noise cache
     noise: tuple[tuple[str, float], ...] = ()  # per aggregate: combined noise's 95 % ±
+    budget_remaining: tuple[tuple[str, float | None], ...] = ()  # per site ε left (None: ∞)
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
 

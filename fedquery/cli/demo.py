@@ -39,9 +39,13 @@ def _start_sites(directory: Path):
 @click.option("--seed", default=42, show_default=True, help="Seed of the synthetic data.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table",
               show_default=True)
+@click.option("--no-shell", is_flag=True,
+              help="Stop after the tour (the shell opens only on a terminal anyway).")
 @click.pass_context
-def demo(ctx, directory: Path, sites: int, patients: int, seed: int, fmt: str) -> None:
-    """Set up a federation of synthetic hospitals, start its sites over TLS, take the tour.
+def demo(ctx, directory: Path, sites: int, patients: int, seed: int, fmt: str,
+         no_shell: bool) -> None:
+    """Set up a federation of synthetic hospitals, start its sites over TLS, take the tour,
+    then open the SQL shell on it (when attached to a terminal).
 
     Everything it starts, it stops on exit.
     """
@@ -66,6 +70,10 @@ def demo(ctx, directory: Path, sites: int, patients: int, seed: int, fmt: str) -
         try:
             with fedquery.connect(federation_file) as conn:
                 run_tour(conn, click.echo, fmt)
+                if not no_shell and sys.stdin.isatty() and sys.stdout.isatty():
+                    from fedquery.cli.shell import open_shell
+                    click.echo("The sites stay up while the shell is open; \\q stops them.")
+                    open_shell(conn, fmt)
         except Error as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(2)

@@ -11,6 +11,7 @@ from fedquery.cli.certs import certs as certs_group
 from fedquery.cli.demo import demo as demo_group
 from fedquery.cli.policy import policy as policy_group
 from fedquery.cli.query import query as query_command
+from fedquery.cli.shell import shell as shell_command
 from fedquery.cli.site import site as site_group
 
 # gRPC logs every failed TLS handshake to stderr unless told otherwise.
@@ -31,6 +32,7 @@ main.add_command(demo_group)
 main.add_command(query_command)
 main.add_command(policy_group)
 main.add_command(site_group)
+main.add_command(shell_command)
 
 
 if __name__ == "__main__":

@@ -37,19 +37,33 @@ def _with_interval(value: Any, interval) -> str:
     if low is None or high is None:
         return _cell(value)
     width = max(value - low, high - value)
-    if width <= 0 or math.isnan(width) or math.isinf(width):
+    if math.isnan(width) or math.isinf(width):
+        return f"{_cell(value)} ± ∞"  # noisy, but no finite bound (e.g. a ratio near 0/0)
+    if width <= 0:
         return _cell(value)
     digits = max(0, 1 - math.floor(math.log10(width)))  # two significant digits of the width
     return f"{value:.{digits}f} ± {width:.{digits}f}"
 
 
-def render(table: pa.Table, fmt: str = "table", intervals=(), title: str | None = None) -> str:
+SUPPRESSED = "suppressed"
+
+
+def render(table: pa.Table, fmt: str = "table", intervals=(), title: str | None = None,
+           suppressed_rows=(), withheld_columns=None, width: int = 120) -> str:
     """``table`` as text in one of :data:`FORMATS`; for people (table, markdown) a noisy value
-    is shown with its 95 % interval, ``412 ± 6``; csv and json carry the values alone."""
+    is shown with its 95 % interval, ``412 ± 6``, and a withheld cell of a suppressed row as
+    ``suppressed`` (``withheld_columns``: which columns are withheld there, default all);
+    csv and json carry the values alone (NULL where withheld)."""
     rows = rows_of(table)
-    if intervals and fmt in ("table", "markdown"):
-        rows = [tuple(_with_interval(v, i) for v, i in zip(row, ivs))
-                for row, ivs in zip(rows, intervals)]
+    if fmt in ("table", "markdown"):
+        marked = set(suppressed_rows)
+        withheld = set(range(table.num_columns) if withheld_columns is None
+                       else withheld_columns)
+        rows = [tuple(SUPPRESSED if r in marked and c in withheld and v is None else v
+                      for c, v in enumerate(row)) for r, row in enumerate(rows)]
+        if intervals:
+            rows = [tuple(_with_interval(v, i) for v, i in zip(row, ivs))
+                    for row, ivs in zip(rows, intervals)]
     names = table.column_names
     if fmt == "csv":
         out = io.StringIO()
@@ -70,17 +84,24 @@ def render(table: pa.Table, fmt: str = "table", intervals=(), title: str | None 
         grid.add_column(field.name, justify="right" if numeric else "left")
     for row in rows:
         grid.add_row(*(_cell(v) for v in row))
-    console = Console(file=io.StringIO(), width=120, force_terminal=False)
+    console = Console(file=io.StringIO(), width=width, force_terminal=False)
     console.print(grid)
     return console.file.getvalue()
 
 
-def describe_report(report) -> str:
-    """One line under a result: who answered, what it cost, what was suppressed, caveats."""
+def report_parts(report) -> list[str]:
+    """The privacy report of a result, one fact per item: who answered, the protection mode,
+    what it cost and what is left, what is noisy or suppressed, caveats."""
     parts = [f"sites answered: {', '.join(report.sites_answered)}"]
     if report.epsilon_spent:
         spent = ", ".join(f"{site} {eps:g}" for site, eps in report.epsilon_spent)
         parts.append(f"mode {report.mode}, epsilon spent: {spent}")
+    else:
+        parts.append(f"mode {report.mode}")
+    if report.budget_remaining:
+        parts.append("epsilon left: " + ", ".join(
+            f"{site} {'unlimited' if eps is None else format(eps, '.4g')}"
+            for site, eps in report.budget_remaining))
     if report.cached_sites:
         parts.append(f"from the noise cache at {', '.join(report.cached_sites)} (no budget "
                      "spent)")
@@ -94,5 +115,9 @@ def describe_report(report) -> str:
     if report.suppressed_cells:
         rows = ", ".join(str(i + 1) for i in report.suppressed_rows)
         parts.append(f"{report.suppressed_cells} cell(s) suppressed (rows {rows})")
-    parts += list(report.notes)
-    return "; ".join(parts)
+    return parts + list(report.notes)
+
+
+def describe_report(report) -> str:
+    """The privacy report on one line (for ``fedquery query``'s standard error)."""
+    return "; ".join(report_parts(report))

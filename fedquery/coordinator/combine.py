@@ -109,9 +109,13 @@ class Combiner:
         suppressed = tuple(i for i, flag in enumerate(flags) if flag)
         ends = [list(zip(table.column(width + 2 * i).to_pylist(),
                          table.column(width + 2 * i + 1).to_pylist())) for i in range(width)]
-        intervals = [tuple(None if e[0] is None or e[0] == e[1] else e  # exact: no interval
-                           for e in (ends[c][r] for c in range(width)))
-                     for r in range(table.num_rows)]
+        noisy = set(plan.aggregate_outputs) if intervals else set()
+        unbounded = (float("-inf"), float("inf"))
+        intervals = [tuple(
+            (unbounded if c in noisy else None) if e[0] is None or e[1] is None  # no claim
+            else None if e[0] == e[1] else e  # exact: no interval
+            for c, e in ((c, ends[c][r]) for c in range(width)))
+            for r in range(table.num_rows)]
         table = table.select(list(range(width))).rename_columns(
             [name for name, _ in schema])
         fields = [f.with_metadata({b"duckdb_type": typ.encode()})

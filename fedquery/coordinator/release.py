@@ -21,6 +21,7 @@ class NoiseSummary:
     epsilon_spent: tuple[tuple[str, float], ...]  # per site: ε this query spent (0 if cached)
     cached: tuple[str, ...]  # sites that answered from their noise cache
     widths: dict  # partial name → 95 % half-width of its combined value
+    remaining: tuple[tuple[str, float | None], ...] = ()  # per site: ε left after the query
 
 
 def _meta(reply: SiteReply) -> dict:
@@ -40,8 +41,11 @@ def summarise(plan: FederatedPlan, replies: tuple[SiteReply, ...]) -> NoiseSumma
         widths[partial.name] = half_width(noises) / fixed_point if noises else 0.0
     spent = tuple((site, 0.0 if m.get("cached") else float(m.get("epsilon_spent", 0.0)))
                   for site, m in sorted(metas.items()) if "mechanism" in m)
+    remaining = tuple((site, m["epsilon_remaining"]) for site, m in sorted(metas.items())
+                      if "epsilon_remaining" in m)
     return NoiseSummary(tuple(m.get("mechanism", "none") for m in metas.values()), spent,
-                        tuple(sorted(s for s, m in metas.items() if m.get("cached"))), widths)
+                        tuple(sorted(s for s, m in metas.items() if m.get("cached"))), widths,
+                        remaining)
 
 
 def _bounds(replies: tuple[SiteReply, ...]) -> dict[str, tuple[float, float]]:

@@ -11,25 +11,20 @@ from fedquery.demo.generate import site_names, write_federation
 TABLES = ("patients", "diagnoses", "labs", "treatments", "outcomes")
 
 SHOWCASE = (
-    ("Patients per region and sex",
-     "SELECT region, sex, COUNT(*) AS patients FROM patients GROUP BY ALL "
-     "ORDER BY region, sex LIMIT 8"),
-    ("Mean BMI by age band among adults with type 2 diabetes",
-     "SELECT CASE WHEN age < 40 THEN '18-39' WHEN age < 65 THEN '40-64' ELSE '65+' END "
-     "AS age_band, COUNT(*) AS patients, AVG(bmi) AS mean_bmi FROM patients "
-     "WHERE age >= 18 AND patient_id IN "
-     "(SELECT patient_id FROM diagnoses WHERE icd10_code LIKE 'E11%') "
-     "GROUP BY age_band ORDER BY age_band"),
+    ("A cohort: adult patients by sex and age band",
+     "SELECT sex, CASE WHEN age < 40 THEN '18-39' WHEN age < 65 THEN '40-64' ELSE '65+' END "
+     "AS age_band, COUNT(*) AS patients FROM patients WHERE age >= 18 "
+     "GROUP BY ALL ORDER BY ALL"),
+    ("A mean lab value: HbA1c (mmol/mol) by region, with 95% intervals",
+     "SELECT p.region, AVG(l.value) AS mean_hba1c FROM labs l JOIN patients p "
+     "USING (patient_id) WHERE l.test_name = 'HbA1c' AND l.value BETWEEN 20 AND 120 "
+     "GROUP BY p.region ORDER BY p.region"),
     ("Mortality (%) by ICD-10 chapter, the five highest",
      "SELECT d.icd10_chapter, COUNT(DISTINCT d.patient_id) AS patients, "
      "100.0 * COUNT(DISTINCT d.patient_id) FILTER (WHERE o.death = 1) "
      "/ COUNT(DISTINCT d.patient_id) AS mortality_pct "
      "FROM diagnoses d JOIN outcomes o USING (patient_id) "
      "GROUP BY 1 ORDER BY mortality_pct DESC, 1 LIMIT 5"),
-    ("Smoking and BMI",
-     "SELECT smoker, COUNT(*) AS patients, AVG(bmi) AS mean_bmi, "
-     "COUNT(*) FILTER (WHERE bmi >= 30) AS obese FROM patients GROUP BY smoker "
-     "ORDER BY smoker NULLS LAST"),
 )
 
 # A query every site refuses: it probes one patient by pseudonym.
@@ -59,46 +54,58 @@ def ensure_demo_data(directory: Path, n_sites: int, patients_per_site: int,
     return written
 
 
-def demo_engine(paths: dict[str, Path], audit_dir: Path):
-    """An in-process engine over the demo hospitals' DuckDB files and policies."""
+def demo_engine(paths: dict[str, Path], state_dir: Path):
+    """An in-process engine over the demo hospitals' DuckDB files and policies; each site
+    keeps its audit log, budget ledger and key under ``state_dir/<site>``."""
     from fedquery.engine import Engine
     from fedquery.policy.load import load_policy
     from fedquery.site.adapter import DuckDBAdapter
     from fedquery.site.service import SiteService
     from fedquery.transport.inprocess import InProcessClient
 
-    audit_dir.mkdir(parents=True, exist_ok=True)
     clients = []
     for index, (site, path) in enumerate(paths.items()):
         service = SiteService(site, DuckDBAdapter.from_duckdb_file(path, TABLES),
                               policy=load_policy(demo_policy_path(index)),
                               privacy_units={t: "patient_id" for t in TABLES},
-                              audit_path=audit_dir / f"{site}.jsonl")
+                              state_dir=state_dir / site)
         clients.append(InProcessClient(service))
     return Engine(clients)
 
 
 def run_tour(conn, echo, fmt: str = "table") -> None:
-    """The guided tour: showcase queries with their reports, then a refused query."""
-    from fedquery.cli.output import describe_report, render
+    """The guided tour: showcase queries with their privacy reports, a repeat answered from
+    the noise cache, a refused query with the rules that refused it, and the budget left."""
+    from fedquery.cli.output import render, report_parts
     from fedquery.errors import PolicyViolation
+
+    def show(cursor, elapsed_ms=None) -> None:
+        report = cursor.fq_report
+        echo(render(cursor.fetch_arrow_table(), fmt, report.intervals,
+                    suppressed_rows=report.suppressed_rows,
+                    withheld_columns=report.withheld_columns))
+        lines = report_parts(report) + ([f"{elapsed_ms:.0f} ms"] if elapsed_ms else [])
+        echo("".join(f"   {line}\n" for line in lines))
 
     for title, sql in SHOWCASE:
         started = time.perf_counter()
         cursor = conn.cursor().execute(sql)
-        elapsed = (time.perf_counter() - started) * 1000
         echo(f"-- {title}\n{sql}\n")
-        echo(render(cursor.fetch_arrow_table(), fmt, cursor.fq_report.intervals))
-        echo(f"   {describe_report(cursor.fq_report)}; {elapsed:.0f} ms\n")
+        show(cursor, (time.perf_counter() - started) * 1000)
     title, sql = SHOWCASE[0]
     echo("-- The first query again, written differently: answered from each site's cache, "
          "so repeating it spends nothing and averages nothing away\n")
-    cursor = conn.cursor().execute(sql.lower().replace("group by all", "group by 1, 2"))
-    echo(render(cursor.fetch_arrow_table(), fmt, cursor.fq_report.intervals))
-    echo(f"   {describe_report(cursor.fq_report)}\n")
+    show(conn.cursor().execute(sql.lower().replace("group by all", "group by 1, 2")))
     title, sql = REFUSED
     echo(f"-- {title}\n{sql}\n")
     try:
         conn.cursor().execute(sql)
     except PolicyViolation as err:
         echo(f"   refused: {err}\n")
+    echo("-- The privacy budget left at each site (fq_budget(); \\budget in the shell)\n")
+    for entry in conn.cursor().fq_budget():
+        left = entry.get("epsilon_remaining")
+        echo(f"   {entry['site']}: ε {entry.get('epsilon_spent', 0):.3g} spent of "
+             f"{entry.get('epsilon_budget')}, {'unlimited' if left is None else f'{left:.3g}'}"
+             " left")
+    echo("")

@@ -123,5 +123,8 @@ def build_post_process(state: PlanState) -> PlanState:
             post.set(arg, query.args[arg].copy())
     with_intervals = post.copy()
     with_intervals.set("expressions", [*outputs, *ends, flag.copy()])
+    aggregate_outputs = tuple(i for i, e in enumerate(rewritten) if any(
+        c.name.startswith("c_") for c in e.find_all(exp.Column)))
     return replace(state, post_sql=post.sql(DIALECT),
-                   post_interval_sql=with_intervals.sql(DIALECT))
+                   post_interval_sql=with_intervals.sql(DIALECT),
+                   aggregate_outputs=aggregate_outputs)

@@ -71,4 +71,5 @@ def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = 
                          post_sql=state.post_sql,
                          post_interval_sql=state.post_interval_sql,
                          output_names=tuple(p.alias_or_name for p in query.expressions),
+                         aggregate_outputs=state.aggregate_outputs,
                          fingerprint=_fingerprint(state), tables=tables, notes=state.notes)

@@ -33,7 +33,9 @@ class PlanState:
     threshold: bool = False  # group keys without a public domain: released by threshold
     combine_sql: str = ""
     post_sql: str = ""
-    post_interval_sql: str = ""  # the same, with every output's 95 % interval ends
+    post_interval_sql: str = ""
+    aggregate_outputs: tuple[int, ...] = ()  # outputs computed from aggregates (withheld when
+    # their row is suppressed), as opposed to group keys  # the same, with every output's 95 % interval ends
     notes: tuple[str, ...] = ()
 
     @property

@@ -98,7 +98,8 @@ class SitePrivacy:
         if cached is not None:
             reply = codec.decode_reply(cached)
             return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
-                             reply.meta + (("cached", True), ("rho_charged", 0.0)))
+                             reply.meta + (("cached", True), ("rho_charged", 0.0),
+                                           self._remaining(request.analyst)))
         query_id = request.query_id or key
         reservations = [self.ledger.reserve(request.analyst, noise.rho,
                                             budget_rho=self.budget_rho(), query_id=query_id)]
@@ -138,8 +139,13 @@ class SitePrivacy:
         stored = self.ledger.cache_put(key, codec.encode_reply(reply))
         released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
         return SiteReply(released.site, plan.fingerprint, released.partials,
-                         released.suppressed, released.meta + (("cached", False),
-                                                               ("rho_charged", noise.rho)))
+                         released.suppressed, released.meta + (
+                             ("cached", False), ("rho_charged", noise.rho),
+                             self._remaining(request.analyst)))
+
+    def _remaining(self, analyst: str) -> tuple[str, float | None]:
+        """The analyst's ε left here after this query (None: no budget limit)."""
+        return ("epsilon_remaining", self.budget(analyst)["epsilon_remaining"])
 
     def explain(self, request: QueryRequest, prepared) -> dict:
         """What the query would cost here and how precise it would be — no data, no budget."""

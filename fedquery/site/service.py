@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fedquery.errors import Error, InternalError
-from fedquery.ir import QueryRequest, SiteCatalog, SiteReply, TableInfo
+from fedquery.ir import ColumnInfo, QueryRequest, SiteCatalog, SiteReply, TableInfo
 from fedquery.plan.prepare import Preparer
 from fedquery.policy import Policy, decide, refusal, resolve_policy
 from fedquery.protect.disclosure import protect_site_cells
@@ -58,8 +58,13 @@ class SiteService:
             entry = self.policy.table(table.name)
             if entry is None:
                 continue
-            columns = tuple(c for c in table.columns if (col := self.policy.column(
-                table.name, c.name)) is not None and col.role != "hidden")
+            columns = tuple(
+                ColumnInfo(c.name, c.type, role=col.role, domain=col.domain,
+                           bounds=col.bounds, uses=tuple(sorted(col.uses)),
+                           aggregates=None if col.aggregates is None
+                           else tuple(sorted(col.aggregates)))
+                for c in table.columns if (col := self.policy.column(
+                    table.name, c.name)) is not None and col.role != "hidden")
             released.append(TableInfo(table.name, columns, table.privacy_unit))
         return SiteCatalog(self.name, tuple(released), self.policy.requirements())
 

@@ -132,13 +132,44 @@ def _requirements_from_json(obj: Any) -> Requirements | None:
         raise MalformedMessage(f"catalog requirements are malformed: {err}") from None
 
 
+_FACTS = ("role", "domain", "bounds", "uses", "aggregates")
+
+
+def _column_to_json(column: ColumnInfo) -> list:
+    facts = {k: list(v) if isinstance(v, tuple) else v
+             for k in _FACTS if (v := getattr(column, k)) is not None}
+    return [column.name, column.type, facts] if facts else [column.name, column.type]
+
+
+def _column_from_json(item: Any) -> ColumnInfo:
+    if not (isinstance(item, list) and len(item) in (2, 3)
+            and all(isinstance(x, str) for x in item[:2])):
+        raise MalformedMessage("catalog columns must be [name, type] or [name, type, facts]")
+    facts = item[2] if len(item) == 3 else {}
+    if not isinstance(facts, dict) or set(facts) - set(_FACTS):
+        raise MalformedMessage(f"catalog column {item[0]!r} has malformed facts")
+    try:
+        bounds = facts.get("bounds")
+        return ColumnInfo(
+            item[0], item[1], role=facts.get("role"),
+            domain=tuple(facts["domain"]) if facts.get("domain") is not None else None,
+            bounds=(float(bounds[0]), float(bounds[1])) if bounds is not None else None,
+            uses=tuple(map(str, facts["uses"])) if facts.get("uses") is not None else None,
+            aggregates=tuple(map(str, facts["aggregates"]))
+            if facts.get("aggregates") is not None else None)
+    except (TypeError, ValueError, IndexError) as err:
+        raise MalformedMessage(f"catalog column {item[0]!r} has malformed facts: {err}") \
+            from None
+
+
 def encode_catalog(catalog: SiteCatalog) -> bytes:
     return json.dumps({
         "version": VERSION, "site": catalog.site,
         "tables": [{"name": t.name, "privacy_unit": t.privacy_unit,
-                    "columns": [[c.name, c.type] for c in t.columns]} for t in catalog.tables],
+                    "columns": [_column_to_json(c) for c in t.columns]}
+                   for t in catalog.tables],
         "requirements": _requirements_to_json(catalog.requirements),
-    }).encode()
+    }, default=str).encode()
 
 
 def decode_catalog(data: bytes) -> SiteCatalog:
@@ -148,11 +179,8 @@ def decode_catalog(data: bytes) -> SiteCatalog:
         if not isinstance(t, dict):
             raise MalformedMessage("catalog tables must be objects")
         cols = _field(t, "columns", list, "catalog table")
-        if not all(isinstance(c, list) and len(c) == 2 and all(isinstance(x, str) for x in c)
-                   for c in cols):
-            raise MalformedMessage("catalog columns must be [name, type] pairs")
         tables.append(TableInfo(_field(t, "name", str, "catalog table"),
-                                tuple(ColumnInfo(c[0], c[1]) for c in cols),
+                                tuple(_column_from_json(c) for c in cols),
                                 _field(t, "privacy_unit", (str, type(None)), "catalog table",
                                        None)))
     return SiteCatalog(_field(obj, "site", str, "catalog"), tuple(tables),

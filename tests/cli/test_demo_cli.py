@@ -12,7 +12,8 @@ def test_demo_prints_showcase_answers(tmp_path):
                                        "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert "sites answered: hospital_a, hospital_b, hospital_c" in result.output
-    assert "region,sex,patients" in result.output
+    assert "sex,age_band,patients" in result.output
+    assert "-- The privacy budget left at each site" in result.output
     assert (tmp_path / "data" / "hospital_a.duckdb").exists()
     # a second run reuses the generated data
     again = CliRunner().invoke(main, ["demo", "--dir", str(tmp_path), "--patients", "400"])
