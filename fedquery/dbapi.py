@@ -7,11 +7,12 @@ return it directly.  Vendor extensions are prefixed ``fq_``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
 
+from fedquery import errors
 from fedquery.errors import InterfaceError, NotSupportedError
 from fedquery.ir import Release, Report, Settings
 from fedquery.sql.params import bind_parameters
@@ -47,6 +48,18 @@ class _Closeable:
 
 
 class Connection(_Closeable):
+    # PEP 249 optional extension: the module's exception classes as connection attributes
+    Warning = errors.Warning
+    Error = errors.Error
+    InterfaceError = errors.InterfaceError
+    DatabaseError = errors.DatabaseError
+    DataError = errors.DataError
+    OperationalError = errors.OperationalError
+    IntegrityError = errors.IntegrityError
+    InternalError = errors.InternalError
+    ProgrammingError = errors.ProgrammingError
+    NotSupportedError = errors.NotSupportedError
+
     def __init__(self, engine, *, user: str = "analyst") -> None:
         self.engine = engine
         self.user = user
@@ -80,20 +93,22 @@ class Cursor(_Closeable):
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, operation: str, parameters: Any = None) -> Cursor:
+    def execute(self, operation: str, parameters: Any = None, *,
+                progress: Callable[[int, int], None] | None = None) -> Cursor:
+        """Run ``operation``; ``progress(answered, total)`` (an extension) is called as sites
+        answer."""
         self._check_open()
         self.connection._check_open()
         self._release, self._rows, self._pos = None, None, 0  # a failure leaves no result
         if parameters is not None:
             operation = bind_parameters(operation, parameters)
         settings = apply_session_statement(operation, self.connection.settings)
-        if settings is not None:  # SET / RESET: changes the session, runs nothing
+        if settings is not None:  # SET / RESET: changes the session, returns no result set
             self.connection.settings = settings
-            self._release = None
-            self._rows, self._pos = [], 0
             return self
         self._release = self.connection.engine.execute(
-            operation, analyst=self.connection.user, settings=self.connection.settings)
+            operation, analyst=self.connection.user, settings=self.connection.settings,
+            progress=progress)
         self._rows = None
         self._pos = 0
         return self
@@ -101,11 +116,14 @@ class Cursor(_Closeable):
     # -- results -------------------------------------------------------------------------------
 
     def _table(self) -> pa.Table:
+        self._check_open()
         if self._release is None:
-            raise InterfaceError("no result: call execute() first")
+            raise InterfaceError("no result set: execute() a query first (SET, RESET and "
+                                 "failed statements produce none)")
         return self._release.table
 
     def _materialise(self) -> list[tuple]:
+        self._check_open()
         if self._rows is None:
             table = self._table()
             columns = [_column_values(f, c) for f, c in zip(table.schema, table.columns)]
@@ -160,16 +178,21 @@ class Cursor(_Closeable):
     def setinputsizes(self, sizes) -> None:
         """Accepted and ignored (PEP 249): parameters are bound as typed literals."""
 
-    def setoutputsizes(self, size, column=None) -> None:
+    def setoutputsize(self, size, column=None) -> None:
         """Accepted and ignored (PEP 249): results arrive whole, as Arrow."""
+
+    setoutputsizes = setoutputsize  # the name this method had before it followed PEP 249
 
     def callproc(self, procname, parameters=None):
         raise NotSupportedError("fedquery has no stored procedures: run a SELECT instead")
 
     def nextset(self) -> None:
-        """There is only ever one result set."""
-        self._check_open()
-        return None
+        """There is only ever one result set: None, or InterfaceError without one (PEP 249)."""
+        self._table()
+
+    def close(self) -> None:
+        self._release, self._rows, self._pos = None, None, 0
+        super().close()
 
     def fq_explain(self, operation: str) -> dict:
         """What ``operation`` would do at every site (decision, ε cost, expected ± widths),
