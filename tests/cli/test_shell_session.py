@@ -170,3 +170,48 @@ def test_unknown_command_suggests_and_quit_ends(shell):
 ])
 def test_enter_submits_only_a_finished_statement(text, submit):
     assert statement_complete(text) is submit
+
+
+class _SlowClient:
+    """A site that answers after a pause (a real in-process site underneath)."""
+
+    def __init__(self, client, pause: float) -> None:
+        self._client, self._pause = client, pause
+        self.name = client.name
+
+    def query(self, request, timeout=None):
+        import time
+        time.sleep(self._pause)
+        return self._client.query(request, timeout)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_a_slow_query_shows_progress_and_erases_it(demo_paths, tmp_path, monkeypatch):
+    from fedquery.cli.shell import session as session_module
+    from fedquery.engine import Engine
+
+    monkeypatch.setattr(session_module, "PROGRESS_AFTER", 0.05)
+    fast = demo_engine(demo_paths, tmp_path / "state")
+    clients = [c if c.name != "hospital_c" else _SlowClient(c, 0.6) for c in fast.clients]
+    connection = Connection(Engine(clients), user="analyst")
+    out, err = io.StringIO(), io.StringIO()
+    session = ShellSession(connection, out=out, err=err, interactive=True)
+    session.handle(COUNT_BY_SEX)
+    progress = err.getvalue()
+    assert "\r0/3 sites…" in progress or "\r2/3 sites…" in progress
+    assert "\r2/3 sites…" in progress  # two fast sites answered, the slow one not yet
+    assert progress.endswith("\r\x1b[K")  # erased before the result is printed
+    assert "(3 rows)" in out.getvalue()
+    connection.close()
+
+
+def test_a_fast_query_shows_no_progress(shell, monkeypatch):
+    from fedquery.cli.shell import session as session_module
+
+    monkeypatch.setattr(session_module, "PROGRESS_AFTER", 5.0)  # "a moment", on any machine
+    session, out, err = shell
+    session.interactive = True
+    session.handle(COUNT_BY_SEX)
+    assert "sites…" not in err.getvalue()

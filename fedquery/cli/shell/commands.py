@@ -55,12 +55,12 @@ def run_command(session: ShellSession, text: str) -> bool:
         return True
 
 
-def _table(rows: list[dict], title: str | None = None) -> str:
+def _table(session: ShellSession, rows: list[dict], title: str | None = None) -> str:
     if not rows:
         return "(none)\n"
     names = list(rows[0])
     columns = {n: pa.array([_text(r.get(n)) for r in rows], pa.string()) for n in names}
-    return render(pa.table(columns), "table", title=title)
+    return render(pa.table(columns), "table", title=title, width=session.width())
 
 
 def _text(value) -> str:
@@ -101,7 +101,7 @@ def _describe(session: ShellSession, argument: str) -> None:
                  "sites": "all" if not table.missing_at
                  else f"missing at {', '.join(table.missing_at)}"}
                 for name, table in sorted(engine.catalog.tables.items())]
-        session.echo(_table(rows))
+        session.echo(_table(session, rows))
         return
     name = argument.lower().strip('"')
     table = engine.catalog.tables.get(name)
@@ -122,7 +122,7 @@ def _describe(session: ShellSession, argument: str) -> None:
                      "domain": _same_or_per_site(domain), "bounds": _same_or_per_site(bounds),
                      "sites allow": _same_or_per_site(allows)})
     unit = f"; privacy unit: {table.privacy_unit}" if table.privacy_unit else ""
-    session.echo(_table(rows, title=f"{name}{unit}"))
+    session.echo(_table(session, rows, title=f"{name}{unit}"))
     for column, problem in sorted(table.problems.items()):
         session.echo(f"  not queryable: {problem}")
 
@@ -155,7 +155,7 @@ def _sites(session: ShellSession, argument: str) -> None:
         else:
             rows.append({"site": site, "status": answer.get("status", "?"),
                          "latency": f"{ms:.1f} ms", "tables": answer.get("tables", "")})
-    session.echo(_table(rows))
+    session.echo(_table(session, rows))
 
 
 @command("\\budget")
@@ -172,7 +172,7 @@ def _budget(session: ShellSession, argument: str) -> None:
                      "ε budget": entry.get("epsilon_budget"),
                      "ε spent": entry.get("epsilon_spent"),
                      "ε remaining": "unlimited" if remaining is None else remaining})
-    session.echo(_table(rows))
+    session.echo(_table(session, rows))
 
 
 @command("\\policy", "[SITE]", "site")
@@ -196,12 +196,12 @@ def _policy(session: ShellSession, argument: str) -> None:
             "min sites": req.min_sites, "max groups": req.max_groups or "",
             "noise": req.noise, "ε per query": req.epsilon, "δ": req.delta,
             "aggregation": req.aggregation})
-    session.echo(_table(rows))
+    session.echo(_table(session, rows))
     if argument:
         tables = [{"table": t.name, "privacy unit": t.privacy_unit or "",
                    "columns": ", ".join(c.name for c in t.columns)}
                   for t in catalogs[argument].tables]
-        session.echo(_table(tables, title=f"tables released by {argument}"))
+        session.echo(_table(session, tables, title=f"tables released by {argument}"))
 
 
 @command("\\explain", "SQL", "sql")
@@ -218,11 +218,14 @@ def _explain(session: ShellSession, argument: str) -> None:
                      "mechanism": site.get("mechanism"),
                      "ε cost": site.get("epsilon") if site.get("mechanism") != "none" else 0,
                      "ε remaining": (site.get("budget") or {}).get("epsilon_remaining")})
-    session.echo(_table(rows, title="sites"))
+    session.echo(_table(session, rows, title="sites"))
     partials = [{"aggregate": p["aggregate"], "kind": p["kind"],
                  "expected ± (95%)": p["half_width"] or "exact"} for p in plan["partials"]]
-    session.echo(_table(partials, title="aggregates"))
+    session.echo(_table(session, partials, title="aggregates"))
     buffer = io.StringIO()
+    buffer.write("-- the coordinator's plan; each site re-plans the query itself and, under "
+                 "differential privacy,\n-- adds its own contribution bounds (row cap, clamps) "
+                 "to its fragment\n")
     for title, sql in (("site fragment", plan["fragment"]), ("combine", plan["combine"]),
                        ("post-process", plan["post"])):
         if sql:
