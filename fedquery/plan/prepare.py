@@ -37,22 +37,26 @@ class Preparer:
         self._bounding = bounding
         self._schema = schema
         self._units = dict(privacy_units or {})
-        self._cache: OrderedDict[str, Prepared] = OrderedDict()
+        self._cache: OrderedDict[tuple, Prepared] = OrderedDict()
         self._maxsize = maxsize
         self._lock = threading.Lock()
 
-    def prepare(self, sql: str) -> Prepared:
+    def prepare(self, sql: str, bounding: Bounding | None = None) -> Prepared:
+        """``bounding`` overrides the preparer's contribution bounds for this query (a site
+        applying the analyst's tighter row cap)."""
+        bounding = bounding or self._bounding
+        key = (sql, bounding)
         with self._lock:
-            hit = self._cache.get(sql)
+            hit = self._cache.get(key)
             if hit is not None:
-                self._cache.move_to_end(sql)
+                self._cache.move_to_end(key)
                 return hit
         query = analyze(sql, self._schema)
         prepared = Prepared(query, plan_query(query, self._units, self._requirements,
-                                                   self._bounding),
+                                                   bounding),
                             frozenset(base_columns_of_query(query)))
         with self._lock:
-            self._cache[sql] = prepared
+            self._cache[key] = prepared
             while len(self._cache) > self._maxsize:
                 self._cache.popitem(last=False)
         return prepared

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from fedquery.errors import ConfigError, PolicyViolation
-from fedquery.ir import QueryRequest, RuleHit, SiteReply
+from fedquery.ir import Bounding, QueryRequest, RuleHit, SiteReply
 from fedquery.plan.canonical import canonical_text
-from fedquery.policy.contributions import bounding_of
+from fedquery.policy.contributions import bounding_of, with_row_cap
 from fedquery.policy.ledger import BudgetLedger
 from fedquery.policy.model import Policy
 from fedquery.protect.disclosure import protect_site_cells
@@ -47,6 +47,11 @@ class SitePrivacy:
         self.ledger = BudgetLedger(state / "ledger.sqlite")
 
     # -- settings and budget -----------------------------------------------------------------
+
+    def bounding_for(self, settings) -> Bounding:
+        """The contribution bounds one query runs under: the policy's, with the row caps
+        lowered to the analyst's ``max_rows_per_unit`` if asked."""
+        return with_row_cap(self.bounding, settings.get("max_rows_per_unit"))
 
     def epsilon_delta(self, request: QueryRequest) -> tuple[float, float | None]:
         limit = self.noise.max_epsilon_per_query
@@ -93,7 +98,8 @@ class SitePrivacy:
                            plan.fragment.threshold)
         key = hashlib.sha256("\n".join([
             canonical_text(prepared.query), self.policy.content_hash, self.noise.mechanism,
-            repr(epsilon), repr(delta), data_version]).encode()).hexdigest()
+            repr(epsilon), repr(delta), repr(plan.fragment.row_cap),
+            data_version]).encode()).hexdigest()
         cached = self.ledger.cache_get(key)
         if cached is not None:
             reply = codec.decode_reply(cached)

@@ -97,9 +97,16 @@ class SiteService:
             self.audit.append({**record, **fields,
                                "ms": round((time.perf_counter() - started) * 1000, 1)})
 
+    def _prepare(self, request: QueryRequest):
+        """Parse and plan the analyst's SQL with this site's bounds (tightened by the
+        analyst's ``SET max_rows_per_unit`` under noise)."""
+        bounding = (self.privacy.bounding_for(request.settings)
+                    if self.privacy is not None else None)
+        return self._preparer.prepare(request.sql, bounding)
+
     def _answer(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
-        prepared = self._preparer.prepare(request.sql)
+        prepared = self._prepare(request)
         decision = decide(prepared.query, self.policy, self.name, self._units)
         if not decision.allowed:
             raise refusal(decision.fired)
@@ -124,7 +131,7 @@ class SiteService:
     def explain(self, request: QueryRequest) -> dict:
         """This site's decision on a query and, under noise, its ε cost and noise scales —
         without touching the data or the budget."""
-        prepared = self._preparer.prepare(request.sql)
+        prepared = self._prepare(request)
         decision = decide(prepared.query, self.policy, self.name, self._units)
         out = {"site": self.name, "allowed": decision.allowed,
                "rules": [[h.rule, h.subject, h.message, h.hint] for h in decision.fired],

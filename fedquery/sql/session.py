@@ -21,6 +21,10 @@ from fedquery.ir import Settings
 SETTINGS = {
     "epsilon": (float, lambda v: v > 0, "privacy loss ε one query may spend at each site"),
     "delta": (float, lambda v: 0 < v < 1, "δ for the gaussian mechanism, 0 < δ < 1"),
+    "max_rows_per_unit": (int, lambda v: v >= 1,
+                          "a whole number ≥ 1: under differential privacy, count at most this "
+                          "many rows per privacy unit from each table — below the policy's "
+                          "cap, less noise but rows beyond it are left out"),
 }
 
 _SET = re.compile(r"^\s*SET\s+(?:SESSION\s+)?([A-Za-z_]\w*)\s*(?:=|\s+TO\s+)\s*(.+?)\s*;?\s*$",
@@ -33,7 +37,8 @@ def _value(name: str, text: str):
     try:
         value = kind(text.strip().strip("'\""))
     except ValueError:
-        raise ProgrammingError(f"SET {name}: {text!r} is not a number ({meaning})") from None
+        what = "a whole number" if kind is int else "a number"
+        raise ProgrammingError(f"SET {name}: {text!r} is not {what} ({meaning})") from None
     if not check(value):
         raise ProgrammingError(f"SET {name}: {value!r} is out of range ({meaning})")
     return value
