@@ -86,16 +86,25 @@ def demo(ctx, directory: Path, sites: int, patients: int, seed: int, fmt: str,
 @click.option("--patients", default=20_000, show_default=True, help="Patients per hospital.")
 @click.option("--seed", default=42, show_default=True, help="Seed of the synthetic data.")
 @click.option("--secure", is_flag=True, help="Sites' policies ask for secure aggregation.")
-def init(directory: Path, sites: int, patients: int, seed: int, secure: bool) -> None:
+@click.option("--postgres", "postgres", metavar="DSN", default=None,
+              help="Load the last hospital into this PostgreSQL database and push its "
+                   "fragments down there: a mixed federation.")
+@click.option("--pg-schema", default="fedquery_demo", show_default=True,
+              help="The PostgreSQL schema for --postgres (its tables are replaced).")
+def init(directory: Path, sites: int, patients: int, seed: int, secure: bool,
+         postgres: str | None, pg_schema: str) -> None:
     """Write a demo federation (data, connectors, policies, certificates, token,
     federation.yaml) without starting it."""
-    from fedquery.demo.federation import init_demo
+    from fedquery.demo.federation import PG_DSN_ENV, init_demo
     try:
-        path = init_demo(directory, sites=sites, patients=patients, seed=seed, secure=secure)
+        path = init_demo(directory, sites=sites, patients=patients, seed=seed, secure=secure,
+                         postgres=postgres, pg_schema=pg_schema)
     except Error as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
-    click.echo(f"wrote {path}\nstart the sites with:  fedquery demo up {directory}\n"
+    env = (f"the PostgreSQL site reads its DSN from ${PG_DSN_ENV}:\n"
+           f"  export {PG_DSN_ENV}='<the DSN you gave>'\n" if postgres else "")
+    click.echo(f"wrote {path}\n{env}start the sites with:  fedquery demo up {directory}\n"
                f"then query with:       fedquery query --federation {path} \"SELECT sex, "
                "COUNT(*) FROM patients GROUP BY sex\"")
 

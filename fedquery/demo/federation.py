@@ -6,6 +6,11 @@
     DIR/certs/                     a federation CA and one TLS certificate per site
     DIR/analyst.token              the demo analyst's token (mode 0600; a demo credential)
     DIR/federation.yaml            sites, endpoints, CA, defaults, credentials reference
+
+With ``postgres=DSN`` the last hospital's tables are loaded into that PostgreSQL database
+(schema ``fedquery_demo``) and its connector pushes fragments down there instead, reading the
+connection string from ``$FEDQUERY_DEMO_PG_DSN``: a mixed federation of DuckDB and PostgreSQL
+sites.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from fedquery.demo.generate import site_names
 from fedquery.demo.showcase import TABLES, demo_policy_path, ensure_demo_data
 
 DEMO_ANALYST = "demo"
+PG_DSN_ENV = "FEDQUERY_DEMO_PG_DSN"  # the PostgreSQL site's connector reads its DSN from here
+PG_SCHEMA = "fedquery_demo"
 DEMO_TOKEN = "demo-token-not-secret"  # its sha256 is in the shipped demo policies
 
 
@@ -39,11 +46,28 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-def _connector_text(site: str) -> str:
+def _connector_text(site: str, pg_schema: str | None = None) -> str:
     tables = "\n".join(f"  {t}: {{privacy_unit: patient_id}}" for t in TABLES)
+    source = (f"  duckdb: {{path: ../data/{site}.duckdb}}\n" if pg_schema is None else
+              f"  # PostgreSQL: fragments run inside the database, read-only; the connection\n"
+              f"  # string is read from the environment (export {PG_DSN_ENV}=...).\n"
+              f"  postgres: {{dsn: {{$env: {PG_DSN_ENV}}}, schema: {pg_schema}}}\n")
     return (f"# Demo connector of {site}: written by `fedquery demo init`.\n"
-            f"version: 1\nsite: {site}\nsource:\n  duckdb: {{path: ../data/{site}.duckdb}}\n"
-            f"tables:\n{tables}\n")
+            f"version: 1\nsite: {site}\nsource:\n{source}tables:\n{tables}\n")
+
+
+def load_site_into_postgres(database: Path, dsn: str, schema: str = PG_SCHEMA) -> None:
+    """Copy one demo hospital's DuckDB file into PostgreSQL ``schema`` (tables replaced)."""
+    import duckdb
+
+    from fedquery.site.engines.postgres import load_tables
+
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        tables = {t: con.sql(f'SELECT * FROM "{t}"').to_arrow_table() for t in TABLES}
+    finally:
+        con.close()
+    load_tables(dsn, schema, tables)
 
 
 def _policy_text(site: str, index: int, secure: bool) -> str:
@@ -73,20 +97,28 @@ def _federation_text(ports: dict[str, int], timeout: float) -> str:
 
 
 def init_demo(directory: Path, *, sites: int = 3, patients: int = 20_000, seed: int = 42,
-              secure: bool = False, timeout: float = 30.0) -> Path:
-    """Write everything a demo federation needs; return the federation file's path."""
+              secure: bool = False, timeout: float = 30.0, postgres: str | None = None,
+              pg_schema: str = PG_SCHEMA) -> Path:
+    """Write everything a demo federation needs; return the federation file's path.
+
+    ``postgres`` (a connection string) puts the last hospital in that database instead of a
+    DuckDB file; its site then needs ``$FEDQUERY_DEMO_PG_DSN`` set to reach it."""
     from fedquery.transport.certs import init_ca, issue
 
     directory = Path(directory)
     names = site_names(sites)
-    ensure_demo_data(directory, sites, patients, seed)
+    paths = ensure_demo_data(directory, sites, patients, seed)
+    in_postgres = names[-1] if postgres else None
+    if in_postgres is not None:
+        load_site_into_postgres(paths[in_postgres], postgres, pg_schema)
     certs = directory / "certs"
     if not (certs / "ca.pem").exists():
         init_ca(certs)
     for index, site in enumerate(names):
         if not (certs / f"{site}.pem").exists():
             issue(certs, site)
-        _write(directory / "connectors" / f"{site}.yaml", _connector_text(site))
+        _write(directory / "connectors" / f"{site}.yaml",
+               _connector_text(site, pg_schema if site == in_postgres else None))
         _write(directory / "policies" / f"{site}.yaml", _policy_text(site, index, secure))
     _write(directory / "analyst.token", DEMO_TOKEN + "\n", mode=0o600)
     federation = directory / "federation.yaml"

@@ -366,12 +366,13 @@ def test_env_unset_is_an_error_naming_the_variable(tmp_path, monkeypatch, base):
     assert err.key == key
 
 
-def test_postgres_source_is_reserved_but_not_supported(tmp_path, monkeypatch):
+def test_postgres_source_loads_without_showing_its_secret(tmp_path, monkeypatch):
+    # Opening it needs a server: tests/postgres/ does that against a real PostgreSQL.
     monkeypatch.setenv("PG_DSN", "postgresql://u:secret@db/x")
-    err, path = load_error(tmp_path, postgres_config())
-    assert str(err) == (f"{path}: source.postgres: the postgres source is not supported yet "
-                        "(a later release adds it); use a duckdb or files source")
-    assert "secret" not in str(err)
+    connector = load_connector(write_yaml(tmp_path / "pg.yaml", postgres_config()))
+    assert connector.source_kind == "postgres" and connector.postgres.schema == "public"
+    assert connector.postgres.conninfo == "postgresql://u:secret@db/x"
+    assert "secret" not in repr(connector)
 
 
 def test_files_table_without_a_glob_is_rejected(tmp_path):
