@@ -13,7 +13,8 @@ from collections.abc import Callable, Sequence
 
 from fedquery.catalog import Catalog
 from fedquery.coordinator.combine import Combiner
-from fedquery.coordinator.dispatch import Dispatcher, raise_for_failures
+from fedquery.coordinator.dispatch import Dispatcher, Gathered, raise_for_failures
+from fedquery.coordinator.secure import run_secure
 from fedquery.errors import ConfigError, DatabaseError, OperationalError
 from fedquery.ir import QueryRequest, Release, Report, Settings, SiteCatalog
 from fedquery.plan.prepare import Preparer
@@ -29,7 +30,10 @@ class Engine:
     """A federation of sites reachable through :class:`~fedquery.transport.SiteClient`s."""
 
     def __init__(self, clients: Sequence, *, timeout: float | None = 60.0,
-                 on_site_failure: str = "fail", min_sites: int | None = None) -> None:
+                 on_site_failure: str = "fail", min_sites: int | None = None,
+                 key_holder=None) -> None:
+        """``key_holder`` (a KeyHolderClient) decrypts federation-wide sums when the sites'
+        policies ask for secure aggregation."""
         if not clients:
             raise ConfigError("a federation needs at least one site")
         if on_site_failure not in ON_SITE_FAILURE:
@@ -39,6 +43,7 @@ class Engine:
         if len(set(names)) != len(names):
             raise ConfigError(f"site names must be unique, got {names}")
         self.clients = list(clients)
+        self.key_holder = key_holder
         self.timeout = timeout
         self.on_site_failure = on_site_failure
         self._min_sites_option = min_sites or 1
@@ -71,7 +76,8 @@ class Engine:
         self.min_sites = max(self._min_sites_option, self.requirements.min_sites)
         self.privacy_units = {name: t.privacy_unit for name, t in self.catalog.tables.items()
                               if t.privacy_unit}
-        self._preparer = Preparer(self.catalog.schema(), self.privacy_units, self.requirements)
+        self._preparer = Preparer(self.catalog.schema(), self.privacy_units, self.requirements,
+                                  public_domains=_shared_domains(catalogs))
         self._combiner = Combiner(self.catalog)
 
     def execute(self, sql: str, *, analyst: str, settings: Settings = Settings(),
@@ -87,10 +93,21 @@ class Engine:
                                query_id=uuid.uuid4().hex, fingerprint=plan.fingerprint)
         log.debug("query %s planned: %d partials, %d group keys", request.query_id,
                   len(plan.fragment.partials), len(plan.fragment.group_columns))
-        gathered = self._dispatcher.gather(request, self.timeout, progress)
-        self._check_enough_sites(gathered)
-        replies = tuple(sorted(gathered.replies, key=lambda r: r.site))
-        combined = self._combiner.combine(plan, [r.partials for r in replies])
+        if self.requirements.aggregation == "secure":
+            if self.key_holder is None:
+                raise ConfigError("the sites' policies require secure aggregation, and this "
+                                  "federation has no key holder: add a key_holder section to "
+                                  "federation.yaml")
+            outcome = run_secure(self._dispatcher, self.key_holder, request,
+                                 tuple(c.name for c in self.clients), self.requirements,
+                                 self.timeout, self.on_site_failure, self.min_sites, progress)
+            replies, combined = outcome.replies, outcome.combined
+            gathered = Gathered(replies, outcome.failures)
+        else:
+            gathered = self._dispatcher.gather(request, self.timeout, progress)
+            self._check_enough_sites(gathered)
+            replies = tuple(sorted(gathered.replies, key=lambda r: r.site))
+            combined = self._combiner.combine(plan, [r.partials for r in replies])
         combined, noise = protect_release(combined, plan, replies, self.requirements,
                                           self.min_sites)
         table, suppressed, intervals = self._combiner.post_process(
@@ -168,3 +185,19 @@ class Engine:
         self._dispatcher.close()
         for client in self.clients:
             client.close()
+        if self.key_holder is not None:
+            self.key_holder.close()
+
+
+def _shared_domains(catalogs: Sequence[SiteCatalog]) -> tuple:
+    """(table, column) → public domain, for columns every site publishes the same domain
+    of (the coordinator lays out secure-aggregation slots from them, as the sites do)."""
+    seen: dict = {}
+    for catalog in catalogs:
+        for table in catalog.tables:
+            for column in table.columns:
+                key = (table.name.lower(), column.name.lower())
+                seen.setdefault(key, []).append(column.domain)
+    return tuple((key, domains[0]) for key, domains in sorted(seen.items())
+                 if len(domains) == len(catalogs) and domains[0] is not None
+                 and all(d == domains[0] for d in domains))

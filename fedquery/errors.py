@@ -96,6 +96,12 @@ class BudgetExhausted(OperationalError):
     """The analyst's privacy budget at a site cannot cover the query."""
 
 
+class StaleEpoch(OperationalError):
+    """A secure-aggregation round was encrypted under a key epoch that is no longer the key
+    holder's current one (keys rotate per epoch and after any failed check): the coordinator
+    starts a new round with a new query id."""
+
+
 class SiteError(OperationalError):
     """A site failed to answer (refusal, malformed reply, internal error).  Names the site."""
 

@@ -178,6 +178,7 @@ class FederatedPlan:
     tables: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # caveats the release report must carry
     aggregate_outputs: tuple[int, ...] = ()  # outputs computed from aggregates, not keys
+    secure_groups: tuple[tuple, ...] | None = None  # secure aggregation: keys in slot order
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,6 +218,71 @@ class Release:
 
 
 @dataclass(frozen=True)
+class SecureRound:
+    """The coordinator's announcement of one secure-aggregation round: who takes part, the
+    federation's strictest requirements (each site plans with the stricter of these and its
+    own, so that every site lays out the same slots) and the key holder's key epoch."""
+
+    participants: tuple[str, ...]
+    requirements: Requirements
+    epoch: int
+
+
+@dataclass(frozen=True)
+class SlotColumn:
+    """One value column of a secure contribution: slots hold ``round(value × scale)``."""
+
+    name: str  # "p_i" (a partial), "__n_i" / "__top_j" / "__abs_j" (checks), "__present"
+    scale: int = 1
+    decimals: int | None = None  # an exact DECIMAL result with this many decimals
+
+
+@dataclass(frozen=True)
+class SecureLayout:
+    """What the slots of a secure contribution mean.  Every site derives it from the query
+    and its policy and signs it; the key holder decrypts only when all layouts agree.
+    Aggregate-major: value column ``c`` of group ``g`` is slot ``c × len(groups) + g``."""
+
+    group_columns: tuple[str, ...]
+    groups: tuple[tuple, ...]  # every key tuple of the public domains (NULL included)
+    columns: tuple[SlotColumn, ...]
+    checks: CellChecks | None  # the combined disclosure checks' columns (exact mode)
+    profile: str  # BFV parameter profile, "standard" or "wide"
+    bound: int  # the largest |slot| the federation's sum can hold (beyond it: wrapped)
+    noise_sigma: float = 0.0  # standard deviation of the summed noise shares (0: exact)
+
+    @property
+    def length(self) -> int:
+        return len(self.columns) * len(self.groups)
+
+
+@dataclass(frozen=True)
+class SignedContribution:
+    """One site's encrypted, masked slots for one round, with what it signed: the round
+    (query id, participants, key epoch's context fingerprint), the layout's digest and the
+    site's own disclosure requirements."""
+
+    site: str
+    ciphertexts: tuple[bytes, ...]
+    signature: bytes
+    requirements: Requirements
+    context_fingerprint: str
+
+
+@dataclass(frozen=True)
+class SecureReleaseRequest:
+    """What the coordinator asks the key holder to decrypt: its homomorphic sum of the
+    contributions, and the signed contributions themselves (the key holder re-sums them)."""
+
+    query_id: str
+    participants: tuple[str, ...]
+    epoch: int
+    layout: SecureLayout
+    contributions: tuple[SignedContribution, ...]
+    summed: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
 class QueryRequest:
     """What the coordinator sends a site: the analyst's original SQL, never a fragment."""
 
@@ -225,3 +291,4 @@ class QueryRequest:
     settings: Settings = Settings()
     query_id: str = ""
     fingerprint: str = ""  # the coordinator's plan fingerprint; the site checks it agrees
+    secure: SecureRound | None = None  # set for a secure-aggregation round

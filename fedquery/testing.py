@@ -11,8 +11,9 @@ import decimal
 import math
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -32,13 +33,16 @@ def _to_arrow(table: TableLike) -> pa.Table:
 
 def local_federation(sites: Mapping[str, Mapping[str, TableLike]], policy: Any = "open", *,
                      privacy_units: Mapping[str, str] | None = None, user: str = "analyst",
-                     state_dir: str | os.PathLike | None = None, **engine_options: Any):
+                     state_dir: str | os.PathLike | None = None, secure: bool = False,
+                     **engine_options: Any):
     """A DB-API connection over in-process sites built from ``{site: {table: data}}``.
 
     ``policy`` is a built-in policy name, a Policy, or ``{site: policy}``.  ``privacy_units``
     maps table name → privacy-unit column (used for ``COUNT(DISTINCT unit)`` and bounding).
     ``state_dir`` holds each site's audit log, budget ledger and key (``state_dir/<site>``);
-    by default a new temporary directory.
+    by default a new temporary directory.  ``secure=True`` adds a key holder (under
+    ``state_dir/keyholder``), gives every site its mask and signing keys, and makes every
+    policy ask for secure aggregation.
 
     >>> import pyarrow as pa
     >>> t = pa.table({"x": [1, 2, 3]})
@@ -55,18 +59,42 @@ def local_federation(sites: Mapping[str, Mapping[str, TableLike]], policy: Any =
 
     clients = []
     root = Path(state_dir) if state_dir is not None else None
+    if secure and root is None:
+        root = Path(tempfile.mkdtemp(prefix="fedquery-sites-"))  # the key holder's keys
+    configs, key_holder = (_secure_configs(list(sites), root) if secure else ({}, None))
     for name, tables in sites.items():
         adapter = DuckDBAdapter.from_arrow({t: _to_arrow(d) for t, d in tables.items()})
         site_policy = resolve_policy(policy.get(name, "open") if isinstance(policy, Mapping)
                                      else policy)
+        if secure:
+            site_policy = replace(site_policy, aggregation="secure")
         if root is None and site_policy.noise.mechanism != "none":
             root = Path(tempfile.mkdtemp(prefix="fedquery-sites-"))  # a budget ledger is needed
         service = SiteService(name, adapter, policy=site_policy,
                               privacy_units=dict(privacy_units or {}),
-                              state_dir=root / name if root is not None else None)
+                              state_dir=root / name if root is not None else None,
+                              secure=configs.get(name))
         clients.append(InProcessClient(service))
-    engine = Engine(clients, **engine_options)
+    engine = Engine(clients, key_holder=key_holder, **engine_options)
     return Connection(engine, user=user)
+
+
+def _secure_configs(names: list[str], root: Path):
+    """Mask and signing keys for every site, an in-process key holder that knows the sites'
+    signing keys, and each site's view of it."""
+    from fedquery.keyholder.client import InProcessKeyHolderClient
+    from fedquery.keyholder.service import KeyHolderService
+    from fedquery.protect import masks, signing
+    from fedquery.site.secure import SecureSiteConfig
+
+    mask_keys = {n: masks.generate_private_key() for n in names}
+    signing_keys = {n: signing.generate_private_key() for n in names}
+    raw = {n: k.public_key().public_bytes_raw() for n, k in mask_keys.items()}
+    service = KeyHolderService(root / "keyholder", {
+        n: k.public_key().public_bytes_raw() for n, k in signing_keys.items()})
+    configs = {n: SecureSiteConfig(InProcessKeyHolderClient(service), mask_keys[n],
+                                   signing_keys[n], raw) for n in names}
+    return configs, InProcessKeyHolderClient(service, close_service=True)
 
 
 def pooled_connection(sites: Mapping[str, Mapping[str, TableLike]]) -> duckdb.DuckDBPyConnection:

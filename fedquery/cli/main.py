@@ -9,6 +9,7 @@ import click
 
 from fedquery.cli.certs import certs as certs_group
 from fedquery.cli.demo import demo as demo_group
+from fedquery.cli.keyholder import keyholder as keyholder_group
 from fedquery.cli.policy import policy as policy_group
 from fedquery.cli.query import query as query_command
 from fedquery.cli.shell import shell as shell_command
@@ -29,6 +30,7 @@ def main(verbose: int) -> None:
 
 main.add_command(certs_group)
 main.add_command(demo_group)
+main.add_command(keyholder_group)
 main.add_command(query_command)
 main.add_command(policy_group)
 main.add_command(site_group)

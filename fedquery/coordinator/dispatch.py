@@ -33,10 +33,13 @@ class Dispatcher:
                                            thread_name_prefix="fedquery-dispatch")
 
     def gather(self, request: QueryRequest, timeout: float | None,
-               progress: Callable[[int, int], None] | None = None) -> Gathered:
-        """Ask every site; collect replies and per-site failures (never raises for a site)."""
+               progress: Callable[[int, int], None] | None = None,
+               only: set[str] | None = None) -> Gathered:
+        """Ask every site (or the sites named in ``only``); collect replies and per-site
+        failures (never raises for a site)."""
+        clients = [c for c in self.clients if only is None or c.name in only]
         futures = {self._pool.submit(client.query, request, timeout): client
-                   for client in self.clients}
+                   for client in clients}
         deadline = None if timeout is None else time.monotonic() + timeout
         replies, failures = [], []
         pending = set(futures)
@@ -61,7 +64,7 @@ class Dispatcher:
                     failures.append((client.name, SiteError(client.name,
                                                             f"{type(err).__name__}: {err}")))
             if progress is not None:
-                progress(len(replies), len(self.clients))
+                progress(len(replies), len(clients))
         for future in pending:
             future.cancel()
             client = futures[future]

@@ -69,13 +69,36 @@ def _literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-class _Context:
+class KeyDomains:
+    """The public values of group keys (policy domains and CASE labels) in one query."""
+
     def __init__(self, state: PlanState) -> None:
         self.state = state
         self.scope = root_scope(state.query)
-        bounding = state.bounding
-        self.bounds = dict(bounding.column_bounds)
-        self.domains = dict(bounding.domains)
+        self.domains = dict(state.bounding.domains)
+
+    def key_values(self, key: exp.Expression) -> list | None:
+        """The public values of a group key (NULL included), or None if it has none."""
+        if isinstance(key, exp.Case):
+            outputs = [i.args.get("true") for i in key.args.get("ifs", [])]
+            default = key.args.get("default")
+            every = outputs + ([default] if default else [])
+            if all(isinstance(o, exp.Literal) for o in every):
+                values = list(dict.fromkeys(o.to_py() for o in every))
+                return values if default is not None else values + [None]
+            return None
+        if isinstance(key, exp.Column):
+            base = plain_base_column(self.scope, key)
+            domain = self.domains.get(base) if base else None
+            if domain is not None:
+                return list(domain) + [None]
+        return None
+
+
+class _Context(KeyDomains):
+    def __init__(self, state: PlanState) -> None:
+        super().__init__(state)
+        self.bounds = dict(state.bounding.column_bounds)
         self.where = self._where_bounds()
 
     def _where_bounds(self) -> dict:
@@ -123,23 +146,6 @@ class _Context:
         if not parts or any(p is None for p in parts):
             return None
         return min(p[0] for p in parts), max(p[1] for p in parts)
-
-    def key_values(self, key: exp.Expression) -> list | None:
-        """The public values of a group key (NULL included), or None if it has none."""
-        if isinstance(key, exp.Case):
-            outputs = [i.args.get("true") for i in key.args.get("ifs", [])]
-            default = key.args.get("default")
-            every = outputs + ([default] if default else [])
-            if all(isinstance(o, exp.Literal) for o in every):
-                values = list(dict.fromkeys(o.to_py() for o in every))
-                return values if default is not None else values + [None]
-            return None
-        if isinstance(key, exp.Column):
-            base = plain_base_column(self.scope, key)
-            domain = self.domains.get(base) if base else None
-            if domain is not None:
-                return list(domain) + [None]
-        return None
 
 
 def _row_value(ctx: _Context, partial: Partial) -> tuple[str, float, int, tuple | None]:

@@ -27,6 +27,7 @@ from fedquery.plan.decompose import decompose_aggregates
 from fedquery.plan.disclosure import add_disclosure_checks
 from fedquery.plan.fragment import push_to_sites
 from fedquery.plan.groups import resolve_group_keys
+from fedquery.plan.secure import lay_out_slots
 from fedquery.plan.state import PlanState
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ RULES: tuple[Rule, ...] = (
     resolve_group_keys,
     decompose_aggregates,
     push_to_sites,
+    lay_out_slots,
     bound_contributions,
     add_disclosure_checks,
     build_combine,
@@ -54,12 +56,13 @@ def _fingerprint(state: PlanState) -> str:
 
 def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = None,
                requirements: Requirements = Requirements(), bounding: Bounding | None = None,
-               rules: tuple[Rule, ...] = RULES) -> FederatedPlan:
+               rules: tuple[Rule, ...] = RULES, public_domains: tuple = ()) -> FederatedPlan:
     """Plan a qualified, supported SELECT into site fragment + combine + post-processing.
 
     ``bounding`` (a site's contribution bounds) turns on the differential-privacy rewrite."""
     state = PlanState(query=query, privacy_units=dict(privacy_units or {}),
-                      requirements=requirements, bounding=bounding)
+                      requirements=requirements, bounding=bounding,
+                      public_domains=tuple(public_domains))
     for rule in rules:
         state = rule(state)
         log.debug("plan rule %s done", rule.__name__)
@@ -72,4 +75,5 @@ def plan_query(query: exp.Expression, privacy_units: Mapping[str, str] | None = 
                          post_interval_sql=state.post_interval_sql,
                          output_names=tuple(p.alias_or_name for p in query.expressions),
                          aggregate_outputs=state.aggregate_outputs,
+                         secure_groups=state.secure_groups,
                          fingerprint=_fingerprint(state), tables=tables, notes=state.notes)

@@ -32,28 +32,34 @@ class Prepared:
 class Preparer:
     def __init__(self, schema: Schema, privacy_units: Mapping[str, str] | None = None,
                  requirements: Requirements = Requirements(), bounding: Bounding | None = None,
-                 maxsize: int = 512) -> None:
+                 maxsize: int = 512, public_domains: tuple = ()) -> None:
+        """``public_domains`` ((table, column) → values) lay out secure-aggregation slots
+        when ``requirements`` ask for secure aggregation."""
         self._requirements = requirements
         self._bounding = bounding
+        self._domains = tuple(public_domains)
         self._schema = schema
         self._units = dict(privacy_units or {})
         self._cache: OrderedDict[tuple, Prepared] = OrderedDict()
         self._maxsize = maxsize
         self._lock = threading.Lock()
 
-    def prepare(self, sql: str, bounding: Bounding | None = None) -> Prepared:
-        """``bounding`` overrides the preparer's contribution bounds for this query (a site
-        applying the analyst's tighter row cap)."""
+    def prepare(self, sql: str, bounding: Bounding | None = None,
+                requirements: Requirements | None = None) -> Prepared:
+        """``bounding`` and ``requirements`` override the preparer's for this query (a site
+        applying the analyst's tighter row cap, or the stricter requirements of a secure
+        round)."""
         bounding = bounding or self._bounding
-        key = (sql, bounding)
+        requirements = requirements or self._requirements
+        key = (sql, bounding, requirements)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
         query = analyze(sql, self._schema)
-        prepared = Prepared(query, plan_query(query, self._units, self._requirements,
-                                                   bounding),
+        prepared = Prepared(query, plan_query(query, self._units, requirements, bounding,
+                                              public_domains=self._domains),
                             frozenset(base_columns_of_query(query)))
         with self._lock:
             self._cache[key] = prepared

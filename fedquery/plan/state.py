@@ -33,9 +33,13 @@ class PlanState:
     threshold: bool = False  # group keys without a public domain: released by threshold
     combine_sql: str = ""
     post_sql: str = ""
-    post_interval_sql: str = ""
-    aggregate_outputs: tuple[int, ...] = ()  # outputs computed from aggregates (withheld when
-    # their row is suppressed), as opposed to group keys  # the same, with every output's 95 % interval ends
+    post_interval_sql: str = ""  # the same, with every output's 95 % interval ends
+    # outputs computed from aggregates (withheld when their row is suppressed), not group keys
+    aggregate_outputs: tuple[int, ...] = ()
+    # secure aggregation: public domains of the group keys' columns (from the policy, or the
+    # catalog at the coordinator), and the key tuples of the slot layout they give
+    public_domains: tuple = ()
+    secure_groups: tuple[tuple, ...] | None = None
     notes: tuple[str, ...] = ()
 
     @property

@@ -23,7 +23,7 @@ def decide(query: exp.Expression, policy: Policy, site: str,
 # Protection this version cannot provide yet.  A site whose policy asks for it refuses every
 # query rather than answer without the protection its steward required (fail closed).
 _AVAILABLE_NOISE = ("none", "laplace", "gaussian")
-_AVAILABLE_AGGREGATION = ("plain",)
+_AVAILABLE_AGGREGATION = ("plain", "secure")
 
 
 def _unavailable(policy: Policy, site: str) -> tuple[RuleHit, ...]:

@@ -157,6 +157,7 @@ def _build(data: dict, path: Path) -> Policy:
                 for name, entry in data.get("analysts", {}).items()}
     return Policy(name=data["site"], site=data["site"], disclosure=Disclosure(**disclosure),
                   noise=Noise(**noise), aggregation=data.get("aggregation", "plain"),
+                  honest_sites=int(data.get("honest_sites", 1)),
                   analysts=analysts, source=str(path),
                   tables={name.lower(): _table(entry) for name, entry in data["tables"].items()})
 

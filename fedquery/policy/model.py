@@ -73,6 +73,7 @@ class Policy:
     disclosure: Disclosure = Disclosure()
     noise: Noise = Noise()
     aggregation: str = "plain"
+    honest_sites: int = 1  # secure aggregation: noise shares sized for h non-colluding sites
     analysts: dict[str, Analyst] = field(default_factory=dict, hash=False)
     tables: dict[str, TablePolicy] | None = field(default=None, hash=False)
     source: str = ""  # the file it was loaded from, or "builtin:<name>"

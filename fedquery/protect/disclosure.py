@@ -100,3 +100,36 @@ def protect_combined_cells(combined: pa.Table, min_sites: int,
         columns.append(column)
     out = pa.table(columns, names=combined.column_names)
     return out, int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
+
+
+def protect_secure_cells(combined: pa.Table, checks: CellChecks | None,
+                         min_sites: int) -> tuple[pa.Table, int]:
+    """The key holder's checks on a decrypted federation-wide sum (secure aggregation): the
+    summed unit counts against the minimum cell (so small sites lose less than in plain
+    mode, where each site checks its own cells), the summed top contributions against the
+    dominance rule (a sum of every site's top ``n`` bounds the federation's top ``n`` from
+    above, so the check is conservative), and the sites behind a cell against
+    ``min_sites``.  The check columns are dropped; what remains has the shape of plain
+    combined cells (``__units`` unset: the combined minimum was applied here)."""
+    flags = pc.less(combined[SITES], min_sites)
+    if checks is not None:
+        flags = pc.or_(flags, pc.or_(_small_cells(combined, checks),
+                                     _dominated(combined, checks)))
+    check_columns = set(checks.contributors) | {c for pair in checks.dominant
+                                                for c in pair} if checks else set()
+    columns, names = [], []
+    for name in combined.column_names:
+        if name in check_columns or name == "__present":
+            continue
+        column = combined[name]
+        if name.startswith("c_"):
+            column = _null_where(column, flags)
+        elif name == SUPPRESSED:
+            column = flags
+        columns.append(column)
+        names.append(name)
+    columns += [pa.nulls(combined.num_rows, pa.int64()),
+                pa.array([0] * combined.num_rows, pa.int64())]
+    names += [UNITS, UNITS_REPORTED]
+    return (pa.table(columns, names=names),
+            int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0))

@@ -105,7 +105,7 @@ class SitePrivacy:
             reply = codec.decode_reply(cached)
             return SiteReply(reply.site, plan.fingerprint, reply.partials, reply.suppressed,
                              reply.meta + (("cached", True), ("rho_charged", 0.0),
-                                           self._remaining(request.analyst)))
+                                           self.remaining_entry(request.analyst)))
         query_id = request.query_id or key
         reservations = [self.ledger.reserve(request.analyst, noise.rho,
                                             budget_rho=self.budget_rho(), query_id=query_id)]
@@ -147,9 +147,9 @@ class SitePrivacy:
         return SiteReply(released.site, plan.fingerprint, released.partials,
                          released.suppressed, released.meta + (
                              ("cached", False), ("rho_charged", noise.rho),
-                             self._remaining(request.analyst)))
+                             self.remaining_entry(request.analyst)))
 
-    def _remaining(self, analyst: str) -> tuple[str, float | None]:
+    def remaining_entry(self, analyst: str) -> tuple[str, float | None]:
         """The analyst's ε left here after this query (None: no budget limit)."""
         return ("epsilon_remaining", self.budget(analyst)["epsilon_remaining"])
 
@@ -165,6 +165,10 @@ class SitePrivacy:
                 "noise": [[p.name, p.scale, p.fixed_point, p.sensitivity]
                           for p in noise.partials],
                 "budget": self.budget(request.analyst)}
+
+    def shown_epsilon_of(self, rho: float, delta: float | None) -> float:
+        """The ε at δ a user reads for a zCDP charge of ``rho``."""
+        return epsilon_of(rho, delta or self.delta)
 
     def _shown_epsilon(self, noise) -> float:
         """The ε a user reads for this query: the asked ε under pure DP, else OpenDP's

@@ -14,12 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from fedquery.errors import Error, InternalError
-from fedquery.ir import ColumnInfo, QueryRequest, SiteCatalog, SiteReply, TableInfo
+from fedquery.ir import (ColumnInfo, QueryRequest, Requirements, RuleHit, SiteCatalog,
+                         SiteReply, TableInfo)
 from fedquery.plan.prepare import Preparer
-from fedquery.policy import Policy, decide, refusal, resolve_policy
+from fedquery.policy import Policy, decide, refusal, resolve_policy, strictest
+from fedquery.policy.contributions import bounding_of
 from fedquery.protect.disclosure import protect_site_cells
 from fedquery.site.audit import AuditLog
 from fedquery.site.privacy import SitePrivacy
+from fedquery.site.secure import answer_secure, require_secure_support
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +31,11 @@ class SiteService:
     def __init__(self, name: str, adapter, policy: str | Policy = "open",
                  privacy_units: Mapping[str, str] | None = None,
                  audit_path: str | Path | None = None,
-                 state_dir: str | Path | None = None) -> None:
+                 state_dir: str | Path | None = None, secure=None) -> None:
         """``state_dir`` holds the site's audit log, budget ledger and secret key (needed
-        when the policy adds noise); ``audit_path`` overrides where the audit log goes."""
+        when the policy adds noise); ``audit_path`` overrides where the audit log goes;
+        ``secure`` (a :class:`~fedquery.site.secure.SecureSiteConfig`) lets the site take
+        part in secure-aggregation rounds."""
         self.name = name
         if audit_path is None and state_dir is not None:
             Path(state_dir).mkdir(parents=True, exist_ok=True)
@@ -45,10 +50,12 @@ class SiteService:
             TableInfo(t.name.lower(), t.columns, units.get(t.name.lower()))
             for t in adapter.describe())
         self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
+        self.secure = secure
         self._preparer = Preparer({t.name: {c.name.lower(): c.type for c in t.columns}
                                    for t in self._tables}, self._units,
                                   self.policy.requirements(),
-                                  self.privacy.bounding if self.privacy else None)
+                                  self.privacy.bounding if self.privacy else None,
+                                  public_domains=bounding_of(self.policy, "").domains)
 
     def catalog(self) -> SiteCatalog:
         """The tables and columns this site's policy releases — nothing else (hidden and
@@ -102,7 +109,14 @@ class SiteService:
         analyst's ``SET max_rows_per_unit`` under noise)."""
         bounding = (self.privacy.bounding_for(request.settings)
                     if self.privacy is not None else None)
-        return self._preparer.prepare(request.sql, bounding)
+        return self._preparer.prepare(request.sql, bounding, self._round_requirements(request))
+
+    def _round_requirements(self, request: QueryRequest) -> Requirements | None:
+        """In a secure round: the stricter of the round's requirements and this site's own
+        (so that every site lays out the same slots, and none below its own policy)."""
+        if request.secure is None:
+            return None
+        return strictest([self.policy.requirements(), request.secure.requirements])
 
     def _answer(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
@@ -114,6 +128,16 @@ class SiteService:
         if request.fingerprint and request.fingerprint != plan.fingerprint:
             raise InternalError(f"site {self.name!r} derived a different plan than the "
                                 "coordinator (its catalog differs); refusing to answer")
+        if request.secure is not None:
+            require_secure_support(self.name, self.secure)
+            return answer_secure(self.name, self.secure, request, prepared,
+                                 self._round_requirements(request), self.policy.requirements(),
+                                 self.policy.honest_sites, self.adapter.execute, self.privacy)
+        if self.policy.aggregation == "secure":
+            raise refusal((RuleHit(
+                "R-SECURE", self.name, "aggregation", "the policy releases partials only "
+                "through secure aggregation, and the request is not a secure round",
+                "query through a federation with a key holder"),))
         if self.privacy is not None:
             return self.privacy.answer(request, prepared, self.adapter.execute,
                                        self.adapter.data_version())

@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 
 from fedquery.errors import InterfaceError
-from fedquery.ir import (ColumnInfo, QueryRequest, Requirements, Settings, SiteCatalog,
+from fedquery.ir import (ColumnInfo, QueryRequest, Requirements, SecureRound, Settings,
+                         SiteCatalog,
                          SiteReply, TableInfo)
 
 VERSION = 1
@@ -76,6 +77,10 @@ def encode_request(request: QueryRequest) -> bytes:
         "version": VERSION, "sql": request.sql, "analyst": request.analyst,
         "settings": [[k, v] for k, v in request.settings.values],
         "query_id": request.query_id, "fingerprint": request.fingerprint,
+        **({} if request.secure is None else {"secure": {
+            "participants": list(request.secure.participants),
+            "requirements": _requirements_to_json(request.secure.requirements),
+            "epoch": request.secure.epoch}}),
     }).encode()
 
 
@@ -84,7 +89,7 @@ def decode_request(data: bytes) -> QueryRequest:
         raise MalformedMessage(f"request of {len(data)} bytes exceeds the limit of "
                                f"{MAX_SQL_BYTES} bytes of SQL")
     obj = _load(data, "request")
-    known = {"version", "sql", "analyst", "settings", "query_id", "fingerprint"}
+    known = {"version", "sql", "analyst", "settings", "query_id", "fingerprint", "secure"}
     extra = set(obj) - known
     if extra:
         raise MalformedMessage(f"request has unknown fields: {', '.join(sorted(extra))}")
@@ -99,7 +104,26 @@ def decode_request(data: bytes) -> QueryRequest:
     return QueryRequest(sql=sql, analyst=_field(obj, "analyst", str, "request"),
                         settings=Settings(tuple(pairs)),
                         query_id=_field(obj, "query_id", str, "request", ""),
-                        fingerprint=_field(obj, "fingerprint", str, "request", ""))
+                        fingerprint=_field(obj, "fingerprint", str, "request", ""),
+                        secure=_secure_round(obj.get("secure")))
+
+
+def _secure_round(obj: Any) -> SecureRound | None:
+    if obj is None:
+        return None
+    if not isinstance(obj, dict) or set(obj) != {"participants", "requirements", "epoch"}:
+        raise MalformedMessage("request field 'secure' must be an object with participants, "
+                               "requirements and epoch")
+    participants = obj["participants"]
+    if not (isinstance(participants, list) and participants
+            and all(isinstance(p, str) for p in participants)):
+        raise MalformedMessage("secure participants must be a non-empty list of site names")
+    if not isinstance(obj["epoch"], int) or isinstance(obj["epoch"], bool):
+        raise MalformedMessage("secure epoch must be an integer")
+    requirements = _requirements_from_json(obj["requirements"])
+    if requirements is None:
+        raise MalformedMessage("secure requirements are missing")
+    return SecureRound(tuple(participants), requirements, obj["epoch"])
 
 
 # -- catalogs -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def test_every_rule_has_fixtures(golden):
     files = {c.file.stem for c in cases}
     expected = {"groups", "decompose", "fragment", "combine"}
     assert expected <= files, f"missing golden files: {expected - files}"
-    assert len(RULES) == 7 and len(cases) >= 30
+    assert len(RULES) == 8 and len(cases) >= 30
 
 
 def test_golden(golden, golden_case):

@@ -11,7 +11,11 @@ import statistics
 import pytest
 
 from fedquery.errors import InternalError
+from fedquery.ir import Requirements
 from fedquery.protect import he, masks, noise_shares, signing
+
+LAYOUT = "0f" * 32  # the digest of the slot layout every site encoded with
+REQUIREMENTS = signing.requirements_json(Requirements(aggregation="secure"))
 
 
 def _site(name, values, *, ctx, query_id, participants, mask_key, directory, signing_key,
@@ -22,7 +26,8 @@ def _site(name, values, *, ctx, query_id, participants, mask_key, directory, sig
     t = ctx.profile.plain_modulus
     mask = masks.mask(name, mask_key(name), directory, query_id, participants, len(values), t)
     contribution = signing.Contribution(query_id, name, tuple(participants), ctx.fingerprint,
-                                        tuple(he.encrypt(ctx, masks.apply(values, mask, t))))
+                                        tuple(he.encrypt(ctx, masks.apply(values, mask, t))),
+                                        LAYOUT, REQUIREMENTS)
     return contribution, signing.sign(signing_key(name), contribution)
 
 
@@ -122,7 +127,8 @@ def test_missing_or_foreign_contribution_is_caught(standard_keys, standard_ctx, 
                              directory=directory, signing_key=signing_key,
                              query_id="q-other", participants=sites)
     relabelled = signing.Contribution("q-drop", other.site, other.participants,
-                                      other.context_fingerprint, other.ciphertexts)
+                                      other.context_fingerprint, other.ciphertexts,
+                                      other.layout_digest, other.requirements)
     with pytest.raises(InternalError, match="signature"):
         signing.verify(signing_key(sites[0]).public_key().public_bytes_raw(), relabelled,
                        signature)

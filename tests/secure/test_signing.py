@@ -4,14 +4,19 @@ field, the ciphertext bytes or their split, or using another site's key, is refu
 from __future__ import annotations
 
 import dataclasses
+import json
 import stat
 
 import pytest
 
 from fedquery.errors import ConfigError, DataError, InternalError
+from fedquery.ir import Requirements
 from fedquery.protect import he, signing
 
 SITES = ("hospital_a", "hospital_b", "hospital_c")
+LAYOUT = "ab" * 32  # a layout digest (SHA-256 hex)
+REQUIREMENTS = signing.requirements_json(Requirements(min_cell_count=10, dominance=(2, 85),
+                                                      min_sites=2, aggregation="secure"))
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +24,8 @@ def contribution(standard_ctx):
     return signing.Contribution(
         query_id="q-42", site="hospital_b", participants=SITES,
         context_fingerprint=standard_ctx.fingerprint,
-        ciphertexts=tuple(he.encrypt(standard_ctx, list(range(4096 + 10)))))
+        ciphertexts=tuple(he.encrypt(standard_ctx, list(range(4096 + 10)))),
+        layout_digest=LAYOUT, requirements=REQUIREMENTS)
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +61,18 @@ def _tampered(c: signing.Contribution, field: str) -> signing.Contribution:
         "ciphertext_order": {"ciphertexts": (second, first)},
         "ciphertext_split": {"ciphertexts": (first + second[:1], second[1:])},
         "ciphertext_dropped": {"ciphertexts": (first,)},
+        "layout_digest": {"layout_digest": "cd" * 32},
+        "requirements": {"requirements": signing.requirements_json(
+            Requirements(min_cell_count=5, dominance=(2, 85), min_sites=2,
+                         aggregation="secure"))},
     }[field]
     return dataclasses.replace(c, **changes)
 
 
 @pytest.mark.parametrize("field", [
     "query_id", "site", "participants_dropped", "participants_added", "fingerprint",
-    "ciphertext_byte", "ciphertext_order", "ciphertext_split", "ciphertext_dropped"])
+    "ciphertext_byte", "ciphertext_order", "ciphertext_split", "ciphertext_dropped",
+    "layout_digest", "requirements"])
 def test_tampering_any_field_is_caught(contribution, signed, field):
     signature, public = signed
     forged = _tampered(contribution, field)
@@ -82,17 +93,42 @@ def test_tampered_signature_and_foreign_key_refused(contribution, signed, signin
 
 
 def test_contribution_checks_its_facts(standard_ctx):
+    fp = standard_ctx.fingerprint
     with pytest.raises(DataError, match="not among"):
-        signing.Contribution("q", "hospital_z", SITES, standard_ctx.fingerprint, (b"x",))
+        signing.Contribution("q", "hospital_z", SITES, fp, (b"x",), LAYOUT, REQUIREMENTS)
     with pytest.raises(DataError, match="query id"):
-        signing.Contribution("", "hospital_a", SITES, standard_ctx.fingerprint, (b"x",))
+        signing.Contribution("", "hospital_a", SITES, fp, (b"x",), LAYOUT, REQUIREMENTS)
+    with pytest.raises(DataError, match="layout digest"):
+        signing.Contribution("q", "hospital_a", SITES, fp, (b"x",), "not-hex", REQUIREMENTS)
+    with pytest.raises(DataError, match="requirements"):
+        signing.Contribution("q", "hospital_a", SITES, fp, (b"x",), LAYOUT, "[1]")
+    # The layout digest is compared case-insensitively (kept lower case).
+    upper = signing.Contribution("q", "hospital_a", SITES, fp, (b"x",), LAYOUT.upper(),
+                                 REQUIREMENTS)
+    assert upper.layout_digest == LAYOUT
+
+
+def test_requirements_json_is_canonical():
+    """Equal requirements give equal text whatever the number types (YAML may give 85 or
+    85.0); every field is in it, keys sorted, no spaces."""
+    a = Requirements(min_cell_count=10, dominance=(2, 85), epsilon=1, min_sites=2)
+    b = Requirements(min_cell_count=10, dominance=(2.0, 85.0), epsilon=1.0, min_sites=2)
+    assert signing.requirements_json(a) == signing.requirements_json(b)
+    obj = json.loads(signing.requirements_json(a))
+    assert set(obj) == {f.name for f in dataclasses.fields(Requirements)}
+    assert list(obj) == sorted(obj) and " " not in signing.requirements_json(a)
+    assert obj["dominance"] == [2, 85.0] and obj["epsilon"] == 1.0
+    assert signing.requirements_json(a) != signing.requirements_json(
+        dataclasses.replace(a, zero_cells_disclosive=True))
+    with pytest.raises(DataError, match="finite"):
+        signing.requirements_json(Requirements(epsilon=float("inf")))
 
 
 def test_message_is_unambiguous(standard_ctx):
     """Moving bytes between adjacent fields changes the signed message."""
     fp = standard_ctx.fingerprint
-    a = signing.Contribution("q1", "ab", ("ab", "c"), fp, (b"x",))
-    b = signing.Contribution("q1a", "b", ("b", "c"), fp, (b"x",))
+    a = signing.Contribution("q1", "ab", ("ab", "c"), fp, (b"x",), LAYOUT, REQUIREMENTS)
+    b = signing.Contribution("q1a", "b", ("b", "c"), fp, (b"x",), LAYOUT, REQUIREMENTS)
     assert a.message() != b.message()
     assert signing.ciphertext_digest([b"ab", b"c"]) != signing.ciphertext_digest([b"a", b"bc"])
 
