@@ -227,19 +227,24 @@ def connect(federation: str | os.PathLike[str], *, user: str | None = None,
     ``token=`` are given; ``timeout`` and ``on_site_failure`` override the file's defaults.
     """
     from fedquery.engine import Engine
-    from fedquery.transport.federation import load_federation, site_clients
+    from fedquery.transport.federation import key_holder_client, load_federation, site_clients
 
     fed = load_federation(federation)
     name = user or fed.user
     if not name:
         raise InterfaceError(f"{fed.path}: no analyst name: add credentials.user or pass user=")
     clients = site_clients(fed, token or fed.token or "", timeout)
+    key_holder = None
     try:
+        if fed.key_holder is not None:
+            key_holder = key_holder_client(fed)
         engine = Engine(clients, timeout=timeout if timeout is not None else fed.timeout,
                         on_site_failure=on_site_failure or fed.on_site_failure,
-                        min_sites=fed.min_sites)
+                        min_sites=fed.min_sites, key_holder=key_holder)
     except BaseException:
         for client in clients:
             client.close()
+        if key_holder is not None:
+            key_holder.close()
         raise
     return Connection(engine, user=name)

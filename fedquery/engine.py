@@ -117,7 +117,8 @@ class Engine:
                         sites_failed=tuple((s, str(e)) for s, e in gathered.failures),
                         suppressed_cells=len(suppressed), suppressed_rows=suppressed,
                         withheld_columns=plan.aggregate_outputs,
-                        epsilon_spent=noise.epsilon_spent, notes=plan.notes,
+                        epsilon_spent=noise.epsilon_spent,
+                        notes=plan.notes + _secure_notes(self.requirements, noise),
                         intervals=tuple(intervals) if noise.epsilon_spent else (),
                         cached_sites=noise.cached, budget_remaining=noise.remaining,
                         noise=tuple((p.sql, noise.widths.get(p.name, 0.0))
@@ -187,6 +188,14 @@ class Engine:
             client.close()
         if self.key_holder is not None:
             self.key_holder.close()
+
+
+def _secure_notes(requirements, noise) -> tuple[str, ...]:
+    if requirements.aggregation != "secure" or not noise.epsilon_spent:
+        return ()
+    return ("secure aggregation adds Gaussian noise shares (one central-strength draw in "
+            "the sum): the ε a query asks for is charged as the same zCDP ρ, shown here as "
+            "its ε at the policy's δ",)
 
 
 def _shared_domains(catalogs: Sequence[SiteCatalog]) -> tuple:

@@ -16,15 +16,25 @@ from fedquery.errors import Error
 _DIR = click.Path(file_okay=False, path_type=Path)
 
 
+def _port(endpoint: str) -> int:
+    return int(endpoint.rsplit(":", 1)[1])
+
+
 def _start_sites(directory: Path):
+    from fedquery.demo.federation import KEY_HOLDER
     from fedquery.demo.launcher import SiteProcesses
     from fedquery.transport.federation import load_federation
 
-    federation = load_federation(directory / "federation.yaml")
+    federation = load_federation(directory / "federation.yaml", secrets=False)
     processes = SiteProcesses(directory)
+    secure = federation.key_holder is not None
     try:
+        if secure:  # the key holder first: the sites fetch its public context
+            processes.start_key_holder(KEY_HOLDER, _port(federation.key_holder.endpoint),
+                                       federation.path)
         for site in federation.sites:
-            processes.start(site.name, int(site.endpoint.rsplit(":", 1)[1]))
+            processes.start(site.name, _port(site.endpoint),
+                            federation=federation.path if secure else None)
     except BaseException:
         processes.stop()
         raise

@@ -50,7 +50,10 @@ def query(sql: str | None, sql_file, federation: Path | None, user: str | None,
         with fedquery.connect(federation, user=user) as conn:
             cursor = conn.cursor()
             cursor.execute(sql.strip().rstrip(";"))
-            click.echo(render(cursor.fetch_arrow_table(), fmt), nl=False)
+            report = cursor.fq_report
+            click.echo(render(cursor.fetch_arrow_table(), fmt, report.intervals,
+                              suppressed_rows=report.suppressed_rows,
+                              withheld_columns=report.withheld_columns), nl=False)
             click.echo(describe_report(cursor.fq_report), err=True)
     except Error as err:
         click.echo(f"error: {err}", err=True)

@@ -48,6 +48,22 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 @site.command()
+@click.option("--state-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The site's state directory (the private keys are written there, 0600).")
+def keys(state_dir: Path) -> None:
+    """Create the site's secure-aggregation keys (if missing) and print the public halves to
+    publish under the site in federation.yaml."""
+    from fedquery.errors import Error
+    from fedquery.site.runner import site_keys
+    try:
+        x25519, ed25519 = site_keys(state_dir)
+    except Error as err:
+        click.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"x25519: {x25519}\ned25519: {ed25519}")
+
+
+@site.command()
 @click.argument("connector", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--policy", "policy_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -62,9 +78,13 @@ def _check_port_free(host: str, port: int) -> None:
               help="Where the audit log (and budget ledger) live [default: state/<site>].")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the bound port here once listening (for scripts using --port 0).")
+@click.option("--federation", "federation_path",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="federation.yaml: with a key_holder section the site takes part in secure "
+                   "aggregation (its keys in --state-dir, see `fedquery site keys`).")
 def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Path | None,
           tls_key: Path | None, insecure: bool, state_dir: Path | None,
-          port_file: Path | None) -> None:
+          port_file: Path | None, federation_path: Path | None) -> None:
     """Serve one site over Arrow Flight until SIGINT or SIGTERM."""
     from fedquery.errors import Error
     from fedquery.site.runner import build_site_service
@@ -80,7 +100,7 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
             check_key_pair(tls_cert, tls_key)
         if port:
             _check_port_free(host, port)
-        service = build_site_service(connector, policy_path, state_dir)
+        service = build_site_service(connector, policy_path, state_dir, federation_path)
         tls = None
         scheme = "grpc+tcp"
         if not insecure:

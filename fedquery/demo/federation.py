@@ -7,6 +7,11 @@
     DIR/analyst.token              the demo analyst's token (mode 0600; a demo credential)
     DIR/federation.yaml            sites, endpoints, CA, defaults, credentials reference
 
+With ``secure=True`` the stewards' policies ask for secure aggregation (noise shares sized for
+two honest sites), every site gets its mask and signing keys (``DIR/state/<site>/*.key``,
+published in ``federation.yaml``), and a key holder joins: its certificate, the coordinator's
+token for releases (``DIR/coordinator.token``) and a ``key_holder`` section.
+
 With ``postgres=DSN`` the last hospital's tables are loaded into that PostgreSQL database
 (schema ``fedquery_demo``) and its connector pushes fragments down there instead, reading the
 connection string from ``$FEDQUERY_DEMO_PG_DSN``: a mixed federation of DuckDB and PostgreSQL
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import socket
 from pathlib import Path
 
@@ -27,6 +33,7 @@ DEMO_ANALYST = "demo"
 PG_DSN_ENV = "FEDQUERY_DEMO_PG_DSN"  # the PostgreSQL site's connector reads its DSN from here
 PG_SCHEMA = "fedquery_demo"
 DEMO_TOKEN = "demo-token-not-secret"  # its sha256 is in the shipped demo policies
+KEY_HOLDER = "keyholder"  # the key holder's certificate and state directory name
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -74,19 +81,28 @@ def _policy_text(site: str, index: int, secure: bool) -> str:
     text = demo_policy_path(index).read_text()
     text = re.sub(r"(?m)^site: \S+", f"site: {site}", text)
     if secure:
-        text = re.sub(r"(?m)^aggregation: plain", "aggregation: secure", text)
+        text = re.sub(r"(?m)^aggregation: plain.*$", "aggregation: secure\n"
+                      "# Noise shares are sized so that two honest sites make one central draw.\n"
+                      "honest_sites: 2", text)
     return text
 
 
-def _federation_text(ports: dict[str, int], timeout: float) -> str:
-    sites = "\n".join(f"  {site}: {{endpoint: grpc+tls://127.0.0.1:{port}}}"
-                      for site, port in ports.items())
+def _federation_text(ports: dict[str, int], timeout: float, keys: dict | None = None,
+                     key_holder_port: int | None = None) -> str:
+    keys = keys or {}
+    sites = "\n".join(
+        f"  {site}: {{endpoint: grpc+tls://127.0.0.1:{port}"
+        + (f",\n    x25519: {keys[site][0]}, ed25519: {keys[site][1]}" if site in keys else "")
+        + "}" for site, port in ports.items())
+    holder = ("# Secure aggregation: the key holder decrypts only federation-wide sums.\n"
+              f"key_holder: {{endpoint: grpc+tls://127.0.0.1:{key_holder_port}, "
+              "token_file: coordinator.token}\n") if key_holder_port else ""
     return ("# Demo federation: written by `fedquery demo init`; start it with "
             "`fedquery demo up DIR`.\n"
             "version: 1\n"
             "# The federation CA that signed every site's certificate (clients verify sites).\n"
             "ca: certs/ca.pem\n"
-            f"sites:\n{sites}\n"
+            f"sites:\n{sites}\n{holder}"
             "defaults:\n"
             f"  timeout_s: {timeout:g}          # per-site deadline for one query\n"
             "  min_sites: 2           # never release an answer from fewer sites\n"
@@ -121,6 +137,17 @@ def init_demo(directory: Path, *, sites: int = 3, patients: int = 20_000, seed: 
                _connector_text(site, pg_schema if site == in_postgres else None))
         _write(directory / "policies" / f"{site}.yaml", _policy_text(site, index, secure))
     _write(directory / "analyst.token", DEMO_TOKEN + "\n", mode=0o600)
+    keys, holder_port = {}, None
+    if secure:
+        from fedquery.site.runner import site_keys
+        keys = {site: site_keys(directory / "state" / site) for site in names}
+        if not (certs / f"{KEY_HOLDER}.pem").exists():
+            issue(certs, KEY_HOLDER)
+        if not (directory / "coordinator.token").exists():
+            _write(directory / "coordinator.token", secrets.token_urlsafe(32) + "\n",
+                   mode=0o600)
+        holder_port = free_port()
     federation = directory / "federation.yaml"
-    _write(federation, _federation_text({s: free_port() for s in names}, timeout))
+    _write(federation, _federation_text({s: free_port() for s in names}, timeout, keys,
+                                        holder_port))
     return federation

@@ -101,9 +101,10 @@ def test_markdown(federation, expected):
     assert lines[:2] == ["| sex | n |", "|---|---|"]
     assert len(lines) == 2 + len(expected)
     for line, (sex, n) in zip(lines[2:], expected):
-        # a noisy value may carry its 95 % interval: "| F | 439 ± 26 |"
+        # a noisy value carries its 95 % interval, "| F | 439 ± 26 |"; a withheld one says so
         assert re.fullmatch(rf"\| {'NULL' if sex is None else sex} \| "
-                            rf"{'NULL' if n is None else n}(\.0+)?( ± [0-9.]+)? \|", line), line
+                            rf"{'suppressed' if n is None else n}(\.0+)?( ± [0-9.]+)? \|",
+                            line), line
     assert reported(result.stderr)
 
 
@@ -113,7 +114,7 @@ def test_table_is_the_default(federation, expected):
     lines = result.stdout.splitlines()
     assert any("sex" in line and " n " in line for line in lines)
     for sex, n in expected:
-        sex, n = ("NULL" if v is None else str(v) for v in (sex, n))
+        sex, n = ("NULL" if sex is None else sex), ("suppressed" if n is None else str(n))
         assert any(re.search(rf"\b{sex}\b.*\b{n}\b", line) for line in lines), sex
     assert reported(result.stderr)
 
