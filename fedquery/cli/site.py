@@ -82,10 +82,22 @@ def keys(state_dir: Path) -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="federation.yaml: with a key_holder section the site takes part in secure "
                    "aggregation (its keys in --state-dir, see `fedquery site keys`).")
+@click.option("--key-holder", is_flag=True,
+              help="Also act as the federation's key holder (secure aggregation), on "
+                   "--key-holder-port, with its keys under --state-dir/keyholder; needs "
+                   "--federation and --key-holder-token-file.")
+@click.option("--key-holder-port", default=0, show_default=True,
+              help="The key holder's port (0 picks a free one, written to "
+                   "--state-dir/keyholder.port).")
+@click.option("--key-holder-token-file", type=click.Path(exists=True, dir_okay=False,
+                                                         path_type=Path),
+              help="A file (mode 0600) holding the coordinator's token for releases.")
 def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Path | None,
           tls_key: Path | None, insecure: bool, state_dir: Path | None,
-          port_file: Path | None, federation_path: Path | None) -> None:
-    """Serve one site over Arrow Flight until SIGINT or SIGTERM."""
+          port_file: Path | None, federation_path: Path | None, key_holder: bool,
+          key_holder_port: int, key_holder_token_file: Path | None) -> None:
+    """Serve one site over Arrow Flight until SIGINT or SIGTERM (optionally also the key
+    holder of secure aggregation, in the same process on its own port)."""
     from fedquery.errors import Error
     from fedquery.site.runner import build_site_service
     from fedquery.transport.certs import check_key_pair
@@ -95,6 +107,10 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
     if insecure == bool(tls_cert and tls_key) or bool(tls_cert) != bool(tls_key):
         raise click.UsageError("give --tls-cert and --tls-key (TLS), or --insecure (plain text "
                                "for a closed test network)")
+    if key_holder and (federation_path is None or key_holder_token_file is None):
+        raise click.UsageError("--key-holder needs --federation (the sites' signing keys) and "
+                               "--key-holder-token-file (the coordinator's token)")
+    holder = None
     try:
         if not insecure:
             check_key_pair(tls_cert, tls_key)
@@ -109,6 +125,10 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
         else:
             log.warning("event=insecure site=%s serving plain text without TLS", service.name)
         server = SiteFlightServer(service, f"{scheme}://{host}:{port}", tls_certificates=tls)
+        if key_holder:
+            holder = _start_key_holder(federation_path, key_holder_token_file,
+                                       service.state_dir, f"{scheme}://{host}:{key_holder_port}",
+                                       tls)
     except (Error, OSError) as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(2)
@@ -131,5 +151,36 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     server.serve()
+    if holder is not None:
+        holder_server, holder_service = holder
+        holder_server.shutdown()
+        holder_service.close()
     service.close()
     log.warning("event=stopped site=%s", service.name)
+
+
+def _start_key_holder(federation_path: Path, token_file: Path, state_dir: Path,
+                      location: str, tls):
+    """The key holder role inside a site process: its own service, state and port."""
+    from fedquery.cli.keyholder import _token_hash
+    from fedquery.keyholder.service import KeyHolderService
+    from fedquery.transport.federation import load_federation
+    from fedquery.transport.keyholder_flight import KeyHolderFlightServer
+
+    federation = load_federation(federation_path, secrets=False)
+    holder_service = KeyHolderService(Path(state_dir) / "keyholder", federation.signing_keys)
+    try:
+        holder_server = KeyHolderFlightServer(holder_service, location,
+                                              token_sha256=_token_hash(None, token_file),
+                                              tls_certificates=tls)
+    except BaseException:
+        holder_service.close()
+        raise
+    port_file = Path(state_dir) / "keyholder.port"
+    tmp = port_file.with_suffix(".tmp")
+    tmp.write_text(f"{holder_server.port}\n")
+    os.replace(tmp, port_file)
+    logging.getLogger("fedquery.keyholder").warning(
+        "event=listening keyholder endpoint=%s epoch=%d (in a site process)",
+        location.rsplit(":", 1)[0] + f":{holder_server.port}", holder_service.epoch)
+    return holder_server, holder_service

@@ -27,11 +27,12 @@ class SiteProcesses:
         self.stop()
 
     def start(self, site: str, port: int, *, wait: float = 30.0,
-              federation: Path | None = None) -> None:
-        """Start ``site`` on ``port`` (with ``federation``: ready for secure aggregation)."""
+              federation: Path | None = None, extra: tuple[str, ...] = ()) -> None:
+        """Start ``site`` on ``port`` (with ``federation``: ready for secure aggregation;
+        ``extra``: more ``site serve`` options)."""
         d = self.directory
         command = ["site", "serve", str(d / "connectors" / f"{site}.yaml"),
-                   "--policy", str(d / "policies" / f"{site}.yaml")]
+                   "--policy", str(d / "policies" / f"{site}.yaml"), *extra]
         if federation is not None:
             command += ["--federation", str(federation)]
         self._launch(site, command, port, wait)

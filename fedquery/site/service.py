@@ -37,6 +37,7 @@ class SiteService:
         ``secure`` (a :class:`~fedquery.site.secure.SecureSiteConfig`) lets the site take
         part in secure-aggregation rounds."""
         self.name = name
+        self.state_dir = Path(state_dir) if state_dir is not None else None
         if audit_path is None and state_dir is not None:
             Path(state_dir).mkdir(parents=True, exist_ok=True)
             audit_path = Path(state_dir) / "audit.jsonl"

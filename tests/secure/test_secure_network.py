@@ -86,3 +86,26 @@ def test_a_killed_site_restarts_the_round_or_fails_cleanly(secure_demo):
         assert all(0 < n < 1000 for _, n in rows[:2])  # two hospitals of 400 patients
     finally:
         strict.close(), lenient.close()
+
+
+def test_a_site_server_can_also_be_the_key_holder(tmp_path):
+    """`site serve --key-holder`: hospital_a's process also runs the key holder role."""
+    path = init_demo(tmp_path, patients=300, secure=True)
+    federation = load_federation(path, secrets=False)
+    processes = SiteProcesses(tmp_path)
+    try:
+        for site in federation.sites:
+            extra = ()
+            if site.name == "hospital_a":
+                extra = ("--key-holder", "--key-holder-port",
+                         str(_port(federation.key_holder.endpoint)),
+                         "--key-holder-token-file", str(tmp_path / "coordinator.token"))
+            processes.start(site.name, _port(site.endpoint), federation=path, extra=extra)
+        assert (tmp_path / "state" / "hospital_a" / "keyholder.port").exists()
+        with fedquery.connect(path) as conn:
+            rows = conn.cursor().execute(QUERY).fetchall()
+        assert [r[0] for r in rows] == ["F", "M", None]
+        log = (tmp_path / "state" / "hospital_a" / "site.log").read_text()
+        assert "event=listening keyholder" in log and "(in a site process)" in log
+    finally:
+        processes.stop()
