@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import signal
 import stat
 import sys
-import threading
 from pathlib import Path
 
 import click
+
+from fedquery.cli.serving import serve_until_signalled, write_port_file
 
 
 @click.group()
@@ -105,19 +104,9 @@ def serve(federation_path: Path, state_dir: Path, host: str, port: int, tls_cert
                    "port in use, and do --tls-cert and --tls-key belong together?", err=True)
         sys.exit(2)
     endpoint = f"{scheme}://{host}:{server.port}"
-    if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(f"{server.port}\n")
-        os.replace(tmp, port_file)
+    write_port_file(port_file, server.port)
     log.warning("event=listening keyholder endpoint=%s epoch=%d sites=%d", endpoint,
                 service.epoch, len(signing_keys))
-
-    def stop(signum, _frame) -> None:
-        log.warning("event=stopping keyholder signal=%s", signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    server.serve()
+    serve_until_signalled(server, log, "keyholder")
     service.close()
     log.warning("event=stopped keyholder")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
+
+from fedquery.cli.serving import serve_until_signalled, write_port_file
 
 
 @click.group()
@@ -137,20 +136,9 @@ def serve(connector: Path, policy_path: Path, host: str, port: int, tls_cert: Pa
                    "in use, and do --tls-cert and --tls-key belong together?", err=True)
         sys.exit(2)
     endpoint = f"{scheme}://{host}:{server.port}"
-    if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(f"{server.port}\n")
-        os.replace(tmp, port_file)
+    write_port_file(port_file, server.port)
     log.warning("event=listening site=%s endpoint=%s", service.name, endpoint)
-
-    def stop(signum, _frame) -> None:
-        log.warning("event=stopping site=%s signal=%s", service.name,
-                    signal.Signals(signum).name)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    server.serve()
+    serve_until_signalled(server, log, f"site={service.name}")
     if holder is not None:
         holder_server, holder_service = holder
         holder_server.shutdown()
@@ -176,10 +164,7 @@ def _start_key_holder(federation_path: Path, token_file: Path, state_dir: Path,
     except BaseException:
         holder_service.close()
         raise
-    port_file = Path(state_dir) / "keyholder.port"
-    tmp = port_file.with_suffix(".tmp")
-    tmp.write_text(f"{holder_server.port}\n")
-    os.replace(tmp, port_file)
+    write_port_file(Path(state_dir) / "keyholder.port", holder_server.port)
     logging.getLogger("fedquery.keyholder").warning(
         "event=listening keyholder endpoint=%s epoch=%d (in a site process)",
         location.rsplit(":", 1)[0] + f":{holder_server.port}", holder_service.epoch)

@@ -90,16 +90,18 @@ def protect_combined_cells(combined: pa.Table, min_sites: int,
     units = pc.fill_null(combined[UNITS], 0)
     small = pc.and_(counted, pc.and_(pc.greater(units, 0), pc.less(units, min_cell_count)))
     flags = pc.or_(flags, pc.fill_null(small, False))
-    columns = []
-    for name in combined.column_names:
-        column = combined[name]
-        if name.startswith("c_"):
-            column = _null_where(column, flags)
-        elif name == SUPPRESSED:
-            column = flags
-        columns.append(column)
-    out = pa.table(columns, names=combined.column_names)
-    return out, int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0)
+    return _withhold(combined, flags)
+
+
+def _withhold(combined: pa.Table, flags: pa.Array,
+              drop: frozenset[str] = frozenset()) -> tuple[pa.Table, int]:
+    """``combined`` with the ``c_*`` values of flagged cells withheld, ``__suppressed`` set to
+    the flags and the ``drop`` columns left out; and how many cells were suppressed."""
+    names = [n for n in combined.column_names if n not in drop]
+    columns = [_null_where(combined[n], flags) if n.startswith("c_")
+               else flags if n == SUPPRESSED else combined[n] for n in names]
+    return (pa.table(columns, names=names),
+            int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0))
 
 
 def protect_secure_cells(combined: pa.Table, checks: CellChecks | None,
@@ -115,21 +117,10 @@ def protect_secure_cells(combined: pa.Table, checks: CellChecks | None,
     if checks is not None:
         flags = pc.or_(flags, pc.or_(_small_cells(combined, checks),
                                      _dominated(combined, checks)))
-    check_columns = set(checks.contributors) | {c for pair in checks.dominant
-                                                for c in pair} if checks else set()
-    columns, names = [], []
-    for name in combined.column_names:
-        if name in check_columns or name == "__present":
-            continue
-        column = combined[name]
-        if name.startswith("c_"):
-            column = _null_where(column, flags)
-        elif name == SUPPRESSED:
-            column = flags
-        columns.append(column)
-        names.append(name)
-    columns += [pa.nulls(combined.num_rows, pa.int64()),
-                pa.array([0] * combined.num_rows, pa.int64())]
-    names += [UNITS, UNITS_REPORTED]
-    return (pa.table(columns, names=names),
-            int(pc.sum(pc.cast(flags, pa.int64())).as_py() or 0))
+    drop = {"__present"}
+    if checks is not None:
+        drop |= set(checks.contributors) | {c for pair in checks.dominant for c in pair}
+    out, suppressed = _withhold(combined, flags, frozenset(drop))
+    out = out.append_column(UNITS, pa.nulls(out.num_rows, pa.int64()))
+    return out.append_column(UNITS_REPORTED, pa.array([0] * out.num_rows, pa.int64())), \
+        suppressed

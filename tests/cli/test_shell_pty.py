@@ -4,6 +4,7 @@ completion, backslash commands and a mistake, then ``\\q`` — and every site st
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -54,8 +55,8 @@ def test_demo_opens_the_shell_on_a_terminal_and_a_user_works_in_it(demo_dir, tmp
            "PROMPT_TOOLKIT_NO_CPR": "1", "COLUMNS": "160", "LINES": "50"}
     child = pexpect.spawn(FEDQUERY, ["demo", "--dir", str(demo_dir), "--patients", "300"],
                           env=env, encoding="utf-8", timeout=90, dimensions=(50, 160))
-    transcript = []
-    child.logfile_read = _Collect(transcript)
+    transcript = io.StringIO()
+    child.logfile_read = transcript
     try:
         child.expect_exact("The sites stay up while the shell is open")
         child.expect_exact(PROMPT)
@@ -104,7 +105,7 @@ def test_demo_opens_the_shell_on_a_terminal_and_a_user_works_in_it(demo_dir, tmp
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    text = "".join(transcript)
+    text = transcript.getvalue()
     assert child.exitstatus == 0, text[-3000:]
     assert "Traceback" not in text
     assert re.search(r"mean_bmi\s*┃", text)
@@ -112,17 +113,6 @@ def test_demo_opens_the_shell_on_a_terminal_and_a_user_works_in_it(demo_dir, tmp
     saved = history.read_text()
     assert "SELECT AVG(bmi) AS mean_bmi FROM patients;" in saved
     assert "SELECT region,\n+COUNT(*) AS n FROM patients GROUP BY region;" in saved
-
-
-class _Collect:
-    def __init__(self, sink: list[str]) -> None:
-        self.sink = sink
-
-    def write(self, data: str) -> None:
-        self.sink.append(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def test_demo_without_a_terminal_or_with_no_shell_stops_after_the_tour(tmp_path):

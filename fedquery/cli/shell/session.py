@@ -10,7 +10,6 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Callable
 from typing import TextIO
 
 from fedquery.cli.output import FORMATS, render, report_parts
@@ -35,7 +34,8 @@ class Progress:
     """``answered/total sites…`` on the terminal, shown only for a query slower than
     :data:`PROGRESS_AFTER` and erased when the answer arrives."""
 
-    def __init__(self, stream: TextIO, total: int) -> None:
+    def __init__(self, stream: TextIO | None, total: int) -> None:
+        """``stream``: where the line goes (None: nowhere, e.g. not a terminal)."""
         self.stream, self.total = stream, total
         self.answered = 0
         self._done = threading.Event()
@@ -50,7 +50,7 @@ class Progress:
         self.answered, self.total = answered, total
 
     def _run(self) -> None:
-        if self._done.wait(PROGRESS_AFTER):
+        if self.stream is None or self._done.wait(PROGRESS_AFTER):
             return
         while not self._done.is_set():
             self.stream.write(f"\r{self.answered}/{self.total} sites…")
@@ -134,7 +134,7 @@ class ShellSession:
         cursor = self.connection.cursor()
         started = time.perf_counter()
         try:
-            with Progress(self.err if self.interactive else _Null(),
+            with Progress(self.err if self.interactive else None,
                           len(self.connection.engine.clients)) as progress:
                 cursor.execute(sql, progress=progress)
         except Error as err:
@@ -170,13 +170,3 @@ class ShellSession:
     def close(self) -> None:
         self.set_output(None)
 
-
-class _Null:
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
-Handler = Callable[[ShellSession, str], bool | None]
