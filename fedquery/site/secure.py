@@ -160,6 +160,24 @@ def answer_secure(site: str, config: SecureSiteConfig, request: QueryRequest, pr
                      meta=tuple(meta))
 
 
+def explain_secure(privacy, request: QueryRequest, prepared, honest_sites: int) -> dict:
+    """What a secure round of the query would cost here and the noise share this site would
+    add — without data or budget (``noise`` entries as plain mode's: name, σ, fixed point,
+    sensitivity; the coordinator adds the shares' variances)."""
+    plan = prepared.plan
+    epsilon, delta = privacy.epsilon_delta(request)
+    groups = len(plan.secure_groups or ((),))
+    shares = plan_shares(plan.fragment.partials, plan.fragment.row_cap,
+                         privacy.noise.mechanism, epsilon, delta or privacy.delta,
+                         honest_sites, groups)
+    return {"mechanism": "gaussian", "epsilon": privacy.shown_epsilon_of(shares.rho, delta),
+            "delta": delta, "rho": shares.rho, "row_cap": plan.fragment.row_cap,
+            "noise": [[p.name, p.sigma, p.fixed_point, p.sensitivity]
+                      for p in shares.partials],
+            "budget": privacy.budget(request.analyst), "aggregation": "secure",
+            "honest_sites": honest_sites}
+
+
 def require_secure_support(site: str, config: SecureSiteConfig | None) -> None:
     if config is None:
         raise NotSupportedError(

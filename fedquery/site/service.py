@@ -22,7 +22,7 @@ from fedquery.policy.contributions import bounding_of
 from fedquery.protect.disclosure import protect_site_cells
 from fedquery.site.audit import AuditLog
 from fedquery.site.privacy import SitePrivacy
-from fedquery.site.secure import answer_secure, require_secure_support
+from fedquery.site.secure import answer_secure, explain_secure, require_secure_support
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,11 @@ class SiteService:
                "dominance": list(self.policy.disclosure.dominance or ()),
                "mechanism": self.policy.noise.mechanism}
         if decision.allowed and self.privacy is not None:
-            out.update(self.privacy.explain(request, prepared))
+            if self.policy.aggregation == "secure":
+                out.update(explain_secure(self.privacy, request, prepared,
+                                          self.policy.honest_sites))
+            else:
+                out.update(self.privacy.explain(request, prepared))
         return out
 
     def budget(self, analyst: str) -> dict:

@@ -264,3 +264,27 @@ def test_a_dead_site_under_fail_is_a_clean_failure_naming_it():
     with pytest.raises(OperationalError, match="s2"):
         conn.cursor().execute("SELECT g, COUNT(*) AS n FROM t GROUP BY g")
     conn.close()
+
+
+def test_explain_shows_the_noise_a_secure_release_carries(tmp_path):
+    policy = Policy(name="dp-small", disclosure=Disclosure(min_cell_count=1, dominance=None),
+                    noise=Noise(mechanism="laplace", max_epsilon_per_query=1.0, delta=1e-7,
+                                budget_epsilon=50.0),
+                    honest_sites=2,
+                    tables={"t": TablePolicy(privacy_unit="pid", max_rows_per_unit=1, columns={
+                        "pid": ColumnPolicy(role="identifier"),
+                        "g": ColumnPolicy(domain=("a", "b")), "x": ColumnPolicy(bounds=(0, 5))})})
+    conn = local_federation(_small_sites(), policy=policy, privacy_units={"t": "pid"},
+                            secure=True, state_dir=tmp_path)
+    cursor = conn.cursor()
+    sql = "SELECT g, COUNT(*) AS n, SUM(x) AS s FROM t GROUP BY g"
+    before = cursor.fq_budget()
+    explained = cursor.fq_explain(sql)
+    assert cursor.fq_budget() == before  # explaining spends nothing
+    assert all(site["mechanism"] == "gaussian" and site["honest_sites"] == 2
+               for site in explained["sites"])
+    cursor.execute(sql)
+    widths = dict(cursor.fq_report.noise)
+    for partial in explained["partials"]:
+        assert widths[partial["aggregate"]] == pytest.approx(partial["half_width"])
+    conn.close()
