@@ -18,10 +18,16 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from fedquery.errors import InternalError, OperationalError, StaleEpoch
 from fedquery.coordinator.dispatch import raise_for_failures
-from fedquery.ir import (QueryRequest, Requirements, SecureReleaseRequest, SecureRound,
-                         SignedContribution, SiteReply)
+from fedquery.errors import InternalError, OperationalError, StaleEpoch
+from fedquery.ir import (
+    QueryRequest,
+    Requirements,
+    SecureReleaseRequest,
+    SecureRound,
+    SignedContribution,
+    SiteReply,
+)
 from fedquery.protect import he
 from fedquery.protect.slots import layout_digest, layout_from_json
 from fedquery.transport.secure_codec import requirements_from_json
@@ -62,7 +68,7 @@ def run_secure(dispatcher, key_holder, request: QueryRequest, participants: tupl
     participants = tuple(sorted(participants))
     while True:
         rounds += 1
-        epoch, blob, fingerprint = key_holder.public_context("standard")
+        epoch, _, _ = key_holder.public_context("standard")
         query_id = uuid.uuid4().hex
         round_request = QueryRequest(
             sql=request.sql, analyst=request.analyst, settings=request.settings,

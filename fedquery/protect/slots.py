@@ -25,7 +25,7 @@ import logging
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.compute  # pa.compute
 
 from fedquery.errors import DataError, NotSupportedError
 from fedquery.ir import CellChecks, SecureLayout, SlotColumn

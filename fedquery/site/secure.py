@@ -16,14 +16,30 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from fedquery.errors import InternalError, NotSupportedError, PolicyViolation, StaleEpoch
-from fedquery.ir import (QueryRequest, Requirements, RuleHit, SecureLayout, SiteReply,
-                         SlotColumn)
+from fedquery.errors import (
+    InternalError,
+    NotSupportedError,
+    PolicyViolation,
+    StaleEpoch,
+)
+from fedquery.ir import (
+    QueryRequest,
+    Requirements,
+    RuleHit,
+    SecureLayout,
+    SiteReply,
+    SlotColumn,
+)
 from fedquery.protect import he
 from fedquery.protect.secure import add_shares, plan_shares, seal
 from fedquery.protect.signing import requirements_json
-from fedquery.protect.slots import (NOT_NULL, PRESENT, check_own_range, encode,
-                                    layout_to_json)
+from fedquery.protect.slots import (
+    NOT_NULL,
+    PRESENT,
+    check_own_range,
+    encode,
+    layout_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +73,7 @@ def _refuse(site: str, message: str) -> PolicyViolation:
                            rules=(RuleHit("R-SECURE", site, "aggregation", message, ""),))
 
 
-def layout_for(plan, raw_schema: pa.Schema, requirements: Requirements,
-               shares) -> SecureLayout:
+def layout_for(plan, raw_schema: pa.Schema, shares) -> SecureLayout:
     """The slot layout of ``plan`` at this site (identical at every site for one round)."""
     fragment = plan.fragment
     columns = []
@@ -95,7 +110,7 @@ def layout_for(plan, raw_schema: pa.Schema, requirements: Requirements,
 
 
 def answer_secure(site: str, config: SecureSiteConfig, request: QueryRequest, prepared,
-                  requirements: Requirements, own: Requirements, honest_sites: int,
+                  own: Requirements, honest_sites: int,
                   execute: Callable[[str], pa.Table], privacy=None) -> SiteReply:
     """This site's encrypted contribution to one round (``privacy``: its SitePrivacy when
     the policy adds noise — the ledger is charged before the fragment runs)."""
@@ -124,7 +139,7 @@ def answer_secure(site: str, config: SecureSiteConfig, request: QueryRequest, pr
             query_id=request.query_id))
     try:
         raw = execute(plan.fragment.sql)
-        layout = layout_for(plan, raw.schema, requirements, shares)
+        layout = layout_for(plan, raw.schema, shares)
         slots = encode(raw, layout, present="all" if shares is not None else "rows")
         if shares is not None:
             slots = add_shares(slots, layout, shares)

@@ -132,8 +132,8 @@ class SiteService:
         if request.secure is not None:
             require_secure_support(self.name, self.secure)
             return answer_secure(self.name, self.secure, request, prepared,
-                                 self._round_requirements(request), self.policy.requirements(),
-                                 self.policy.honest_sites, self.adapter.execute, self.privacy)
+                                 self.policy.requirements(), self.policy.honest_sites,
+                                 self.adapter.execute, self.privacy)
         if self.policy.aggregation == "secure":
             raise refusal((RuleHit(
                 "R-SECURE", self.name, "aggregation", "the policy releases partials only "
