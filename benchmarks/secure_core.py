@@ -62,7 +62,8 @@ def run(groups: int, aggregates: int, sites: int, repeat: int, sigma: float) -> 
         mask = masks.mask(site, mask_keys[site], directory, query_id, names, length, t)
         ciphertexts = he.encrypt(ctx, masks.apply(noisy[site], mask, t))
         contribution = signing.Contribution(query_id, site, tuple(names), ctx.fingerprint,
-                                            tuple(ciphertexts))
+                                            tuple(ciphertexts), layout_digest="0" * 64,
+                                            requirements="{}")
         return contribution, signing.sign(sign_keys[site], contribution)
 
     contributions = [site_protect(s) for s in names]

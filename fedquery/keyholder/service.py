@@ -355,7 +355,7 @@ class KeyHolderService:
                                 f"released, and the key holder rotated its keys (now epoch "
                                 f"{self._epoch})") from None
         # (g) the combined disclosure checks
-        combined = slots.decode(values, layout)
+        combined = slots.decode(values, layout, sites=len(request.participants))
         table, suppressed = protect_secure_cells(combined, checks, requirements.min_sites)
         return table, {"suppressed": suppressed, "participants": list(participants),
                        "epoch": epoch}

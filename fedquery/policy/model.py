@@ -8,6 +8,7 @@ an attribute (the built-in ``open`` policy, for public or synthetic data).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -100,10 +101,11 @@ class Policy:
             return ColumnPolicy()
         return entry.columns.get(column.lower())
 
-    @property
+    @functools.cached_property
     def content_hash(self) -> str:
         """sha256 of the policy's content (not its source path): recorded in every audit
-        line so an auditor can tell which policy decided."""
+        line so an auditor can tell which policy decided.  Computed once (the policy is
+        frozen): it is on every query's path."""
         content = asdict(self)
         content.pop("source", None)
         blob = json.dumps(content, sort_keys=True, default=sorted).encode()

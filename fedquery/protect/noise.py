@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 from dataclasses import dataclass
 
 import opendp.prelude as dp
@@ -232,12 +233,26 @@ def half_width(noises: list[tuple[str, float]], alpha: float = 0.05) -> float:
     if not noises:
         return 0.0
     if all(m == "gaussian" for m, _ in noises):
-        return float(dp.discrete_gaussian_scale_to_accuracy(
-            math.sqrt(sum(s * s for _, s in noises)), alpha=alpha))
+        return gaussian_accuracy(math.sqrt(sum(s * s for _, s in noises)), alpha)
     share = alpha / len(noises)
-    return float(sum(dp.discrete_gaussian_scale_to_accuracy(s, alpha=share) if m == "gaussian"
+    return float(sum(gaussian_accuracy(s, share) if m == "gaussian"
                      else dp.discrete_laplacian_scale_to_accuracy(s, alpha=share)
                      for m, s in noises))
+
+
+# Above this scale OpenDP's exact discrete-Gaussian accuracy (a sum whose cost grows with the
+# scale: 0.4 s at 7.8e5) is replaced by the continuous quantile rounded up, plus one.
+_CLOSED_FORM_SCALE = 1000.0
+
+
+@functools.lru_cache(maxsize=4096)
+def gaussian_accuracy(scale: float, alpha: float) -> float:
+    """The (1 − alpha) half-width of N_Z(0, scale²): OpenDP's, or for large scales
+    ⌈z_{1−alpha/2}·scale⌉ + 1, which is never below it (checked against OpenDP in the tests;
+    at scale ≥ 1000 the two differ by at most 1)."""
+    if scale >= _CLOSED_FORM_SCALE:
+        return float(math.ceil(statistics.NormalDist().inv_cdf(1 - alpha / 2) * scale) + 1)
+    return float(dp.discrete_gaussian_scale_to_accuracy(float(scale), alpha=alpha))
 
 
 def clamp_combined(combined: pa.Table, partials, bounds: dict[str, tuple[float, float]],

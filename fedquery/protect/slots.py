@@ -166,10 +166,12 @@ def check_own_range(slots: Sequence[int], layout: SecureLayout, sites: int) -> N
 
 # -- key holder side ---------------------------------------------------------------------------
 
-def decode(slots: Sequence[int], layout: SecureLayout) -> pa.Table:
+def decode(slots: Sequence[int], layout: SecureLayout, sites: int = 0) -> pa.Table:
     """The decrypted sum as combined cells: group columns, ``c_i`` for each partial
     ``p_i`` (integers, exact decimals or fixed-point values), the check columns, ``__sites``
-    (sites behind each cell) and ``__suppressed`` (all False until the checks run)."""
+    (sites behind each cell: the summed ``__present`` column, or ``sites`` everywhere when
+    the layout has none — under noise every site reports every group) and ``__suppressed``
+    (all False until the checks run)."""
     n_groups = len(layout.groups)
     if len(slots) < layout.length:
         raise DataError(f"the decrypted sum has {len(slots)} slots, the layout "
@@ -198,6 +200,6 @@ def decode(slots: Sequence[int], layout: SecureLayout) -> pa.Table:
             table = table.set_column(index, target, pa.compute.if_else(
                 empty, pa.nulls(n_groups, table[target].type), table[target]))
             table = table.drop_columns([column.name])
-    sites = table[PRESENT] if PRESENT in names else pa.array([0] * n_groups, pa.int64())
-    table = table.append_column("__sites", sites)
+    present = table[PRESENT] if PRESENT in names else pa.array([sites] * n_groups, pa.int64())
+    table = table.append_column("__sites", present)
     return table.append_column("__suppressed", pa.array([False] * n_groups, pa.bool_()))

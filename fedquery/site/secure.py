@@ -99,7 +99,8 @@ def layout_for(plan, raw_schema: pa.Schema, shares) -> SecureLayout:
         checks = fragment.checks
         names = list(checks.contributors) + [c for pair in checks.dominant for c in pair]
         columns += [SlotColumn(n) for n in dict.fromkeys(names)]
-    columns.append(SlotColumn(PRESENT))
+    if shares is None:  # under noise every site reports every group: nothing to count
+        columns.append(SlotColumn(PRESENT))
     wide = any(p.kind == "sumsq" for p in fragment.partials)
     profile = he.WIDE if wide else he.STANDARD
     return SecureLayout(group_columns=tuple(fragment.group_columns),

@@ -196,3 +196,13 @@ def test_gaussian_needs_delta_and_mechanisms_are_checked(shaped_plan):
         plan_noise(plan.fragment.partials, plan.fragment.row_cap, "laplace", 0.0, None)
     with pytest.raises(DataError, match="mechanism"):
         plan_noise(plan.fragment.partials, plan.fragment.row_cap, "exponential", 1.0, None)
+
+
+@pytest.mark.parametrize("scale", [1000.0, 1234.5, 5000.0, 20000.0, 100000.0])
+@pytest.mark.parametrize("alpha", [0.05, 0.05 / 3, 0.01])
+def test_the_closed_form_gaussian_accuracy_never_undercuts_opendp(scale, alpha):
+    import opendp.prelude as dp
+
+    from fedquery.protect.noise import gaussian_accuracy
+    exact = dp.discrete_gaussian_scale_to_accuracy(scale, alpha=alpha)
+    assert exact <= gaussian_accuracy(scale, alpha) <= exact + 1
