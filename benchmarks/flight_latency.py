@@ -1,14 +1,14 @@
 """Flight overhead: a small GROUP BY over 3 loopback TLS site processes vs the same in-process.
 
     python -m benchmarks.flight_latency [--patients 20000] [--repeat 20] [--threads 4]
-                                        [--queries 100]
+                                        [--queries 100] [--out benchmarks/results]
 
 Writes a demo federation (3 hospitals × ``--patients``) in a temporary directory, starts its
 sites as separate ``fedquery site serve`` processes (TLS, bearer tokens) and builds an
 in-process engine over the same DuckDB files and policies.  Prints a Markdown table with the
 median latency of each (after a warm-up) and their ratio, then the wall time of ``--queries``
 queries from ``--threads`` client threads over Flight, each thread with its own
-``fedquery.connect``.
+``fedquery.connect``; writes ``flight_latency.csv`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+from benchmarks import common
 
 SQL = "SELECT region, sex, COUNT(*) FROM patients GROUP BY ALL"
 
@@ -101,8 +103,7 @@ def run(directory: Path, patients: int, repeat: int, threads: int, queries: int)
     federation = load_federation(federation_file)
     result = {"patients": patients, "sites": len(federation.sites), "repeat": repeat}
     with SiteProcesses(directory) as processes:
-        for site in federation.sites:
-            processes.start(site.name, int(site.endpoint.rsplit(":", 1)[1]))
+        common.start_sites(processes, federation)  # in parallel
         with fedquery.connect(federation_file) as flight_conn, \
                 _in_process(directory, federation) as local_conn:
             flight_rows = flight_conn.cursor().execute(SQL).fetchall()
@@ -129,13 +130,15 @@ def run(directory: Path, patients: int, repeat: int, threads: int, queries: int)
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=20_000, help="patients per hospital")
     parser.add_argument("--repeat", type=int, default=20, help="timed runs of each (median)")
     parser.add_argument("--threads", type=int, default=4, help="concurrent client threads")
     parser.add_argument("--queries", type=int, default=100,
                         help="concurrent queries in all (split evenly across the threads)")
+    parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT,
+                        help="directory for flight_latency.csv")
     args = parser.parse_args(argv)
     if args.queries % args.threads:
         parser.error("--queries must be a multiple of --threads")
@@ -152,7 +155,15 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{c['queries']} concurrent queries over Flight from {c['threads']} client threads "
           f"(each its own fedquery.connect): {c['wall_s']:.2f} s wall, {c['qps']:.1f} "
           f"queries/s; per-query median {c['median_ms']:.1f} ms, p95 {c['p95_ms']:.1f} ms")
+    path = common.write_csv(args.out / "flight_latency.csv", [{
+        "patients_per_site": r["patients"], "sites": r["sites"], "groups": r["groups"],
+        "mode": r["mode"], "repeat": r["repeat"], "in_process_ms": round(r["local_ms"], 3),
+        "flight_ms": round(r["flight_ms"], 3), "ratio": round(r["flight_ms"] / r["local_ms"], 4),
+        **{f"concurrent_{k}": round(v, 4) if isinstance(v, float) else v
+           for k, v in c.items()}}])
+    print(f"\nwritten: {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
