@@ -79,7 +79,8 @@ def _check_exact(open_conn, pooled, queries: dict[str, str]) -> None:
 
 
 def run_size(patients: int, sites: int, repeat: int, data_dir: Path, flight: bool,
-             queries: dict[str, str], new_sql: bool = True, log=print) -> list[dict]:
+             queries: dict[str, str], new_sql: bool = True, modes: tuple = MODES,
+             log=print) -> list[dict]:
     import fedquery
     from fedquery.demo.launcher import SiteProcesses
     from fedquery.transport.federation import load_federation
@@ -102,7 +103,7 @@ def run_size(patients: int, sites: int, repeat: int, data_dir: Path, flight: boo
         dp = stack.enter_context(common.in_process_dp(directory, federation, state))
         exact = stack.enter_context(common.in_process_open(paths))
         flight_conn = None
-        if flight:
+        if flight and "flight" in modes:
             processes = stack.enter_context(SiteProcesses(directory))
             common.start_sites(processes, federation)
             flight_conn = stack.enter_context(fedquery.connect(federation_file))
@@ -127,6 +128,7 @@ def run_size(patients: int, sites: int, repeat: int, data_dir: Path, flight: boo
                 runs["dp_new_sql"] = lambda sql=sql: cold(dp, f"{sql} -- run {next(counter)}")
             if flight_conn is not None:
                 runs["flight"] = lambda sql=sql: cold(flight_conn, sql)
+            runs = {mode: run for mode, run in runs.items() if mode in modes}
             measured = common.interleaved(runs, repeat)
             med = {mode: measured.get(mode, float("nan")) for mode in MODES}
             row = {"query": name, "patients": per_site * sites, "sites": sites,
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                              "timed runs, and no new-SQL mode (its extra cost is the fixed "
                              "planning cost measured at the smaller sizes)")
     parser.add_argument("--large-repeat", type=int, default=1)
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated subset of: {', '.join(MODES)}")
     parser.add_argument("--data-dir", type=Path, default=common.DEFAULT_DATA)
     parser.add_argument("--out", type=Path, default=common.DEFAULT_OUT)
     parser.add_argument("--report", type=Path, nargs="+", metavar="CSV",
@@ -224,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overhead: {patients:,} patients over {args.sites} sites, {repeat} timed "
               "run(s) per mode", flush=True)
         rows += run_size(patients, args.sites, repeat, args.data_dir, not args.no_flight,
-                         queries, new_sql=not large)
+                         queries, new_sql=not large,
+                         modes=("pooled", *args.modes.split(",")))
         common.write_csv(args.out / "overhead.csv", rows)  # what is done survives a crash
     report(rows)
     path = common.write_csv(args.out / "overhead.csv", rows)
