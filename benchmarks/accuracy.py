@@ -45,7 +45,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import opendp.prelude as dp
 import pyarrow as pa
