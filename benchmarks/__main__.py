@@ -12,8 +12,14 @@ here, each under a ``## <title>`` heading, and prints what ran, failed or was sk
 benchmark prints its Markdown table(s) and writes its CSV under ``--out``.
 
 ``--quick`` runs every benchmark at tiny sizes (a few thousand patients, TPC-H SF 0.01, 2
-runs per point, fewer sites) in about a minute; CI runs it (tests/benchmarks/test_quick.py)
-so that the benchmarks never rot.  Its numbers mean nothing.
+runs per point, 2 and 4 sites, the overhead without site processes — Flight is exercised by
+``sites`` and ``flight_latency``) in about a minute; CI runs it
+(tests/benchmarks/test_quick.py) so that the benchmarks never rot.  Its numbers mean
+nothing.
+
+The full run's largest size (10 million patients) takes about an hour on 2 cores and needs
+the memory of a 24 GiB machine: the DP fragments of ``labs_scan`` hold several GiB per site
+(see the README); ``--patients 100000 1000000`` leaves it out.
 
 The accuracy plot of a full run goes to ``benchmarks/accuracy.png`` (beside the README); a
 quick run writes it under ``--out``.  ``benchmarks.pushdown`` needs a PostgreSQL server: it
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmarks {sorted(unknown)}; choose from {', '.join(ORDER)}")
     names = [n for n in (only or ORDER) if n not in skip]
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"# fedquery benchmarks{' (--quick: tiny sizes, the numbers mean nothing)' if args.quick else ''}\n")
+    quick = " (--quick: tiny sizes, the numbers mean nothing)" if args.quick else ""
+    print(f"# fedquery benchmarks{quick}\n")
     print(f"{common.machine_line()}\n", flush=True)
     common.quiet_logs()
     results = []

@@ -105,7 +105,7 @@ def _convolved_mae(pmf: np.ndarray, n: int) -> float:
 EXACT_LIMIT = 60.0  # above this scale the ratio E|noise| / scale has converged (< 1e-4)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mae_laplace(scale: float, n: int = 1) -> float:
     """E|sum of ``n`` discrete Laplace(scale)| (exact convolution up to EXACT_LIMIT; above,
     the exact value at EXACT_LIMIT scaled: the ratio to the scale has converged)."""
@@ -114,7 +114,7 @@ def mae_laplace(scale: float, n: int = 1) -> float:
     return _convolved_mae(_discrete_laplace(scale), n)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mae_gaussian(sigma: float, n: int = 1) -> float:
     """E|sum of ``n`` discrete Gaussians N_Z(0, σ²)| (exact up to EXACT_LIMIT, else the
     continuous σ√n·√(2/π))."""
@@ -245,7 +245,7 @@ def run(runs: int, patients: int, epsilons: tuple[float, ...], honest: int,
     schema = {"patients": {name.lower(): typ for name, typ, *_ in
                            pooled.execute("DESCRIBE patients").fetchall()}}
     pooled.close()
-    first_policy = policies[sorted(policies)[0]]
+    first_policy = policies[min(policies)]
     central = Central(pa.concat_tables([t["patients"] for t in data.values()]), first_policy,
                       schema)
     answers: dict[tuple[str, float], list[dict]] = {}
@@ -309,9 +309,9 @@ def run(runs: int, patients: int, epsilons: tuple[float, ...], honest: int,
 
 
 def _fmt(value: float) -> str:
-    if value == 0 or value != value:
+    if value == 0 or math.isnan(value):
         return f"{value:g}"
-    digits = max(0, 2 - int(math.floor(math.log10(abs(value)))))
+    digits = max(0, 2 - math.floor(math.log10(abs(value))))
     return f"{value:,.{digits}f}"
 
 

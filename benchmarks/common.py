@@ -25,6 +25,7 @@ import csv
 import datetime as dt
 import importlib.metadata
 import itertools
+import math
 import os
 import platform
 import re
@@ -58,18 +59,21 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def interleaved(runs: dict[str, Callable[[], Callable[[], object]]],
-                repeat: int) -> dict[str, float]:
+def interleaved(runs: dict[str, Callable[[], Callable[[], object]]], repeat: int,
+                fewer: dict[str, int] | None = None) -> dict[str, float]:
     """Median ms per mode.  ``runs[mode]()`` prepares one run (untimed, e.g. a fresh δ) and
     returns the function to time; one warm-up of each mode, then ``repeat`` rounds that run
-    every mode once, so machine noise hits all modes alike."""
+    every mode once, so machine noise hits all modes alike.  ``fewer``: modes that take part
+    in only their first N rounds (slow modes at large sizes)."""
+    fewer = fewer or {}
     times: dict[str, list[float]] = {mode: [] for mode in runs}
     for prepare in runs.values():
         prepare()()
-    for _ in range(repeat):
+    for round_ in range(repeat):
         for mode, prepare in runs.items():
-            fn = prepare()
-            times[mode].append(timed_ms(fn))
+            if round_ < fewer.get(mode, repeat):
+                fn = prepare()
+                times[mode].append(timed_ms(fn))
     return {mode: median(values) for mode, values in times.items()}
 
 
@@ -130,13 +134,13 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
 
 
 def ms(value: float) -> str:
-    if value != value:  # NaN
+    if math.isnan(value):
         return "–"
     return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
 
 
 def ratio(value: float) -> str:
-    return "–" if value != value else f"{value:.2f}×"
+    return "–" if math.isnan(value) else f"{value:.2f}×"
 
 
 # -- demo federations -------------------------------------------------------------------------
@@ -150,9 +154,10 @@ def demo_federation(data_dir: Path, sites: int, per_site: int, seed: int = SEED,
                     fresh_state: bool = True) -> Path:
     """A demo federation (``fedquery demo init``) over cached data, ready for fresh state:
     the demo policies with the analyst budget raised to BENCH_BUDGET_EPSILON (nothing else
-    changed), the per-site deadline raised to SITE_TIMEOUT_S, earlier runs' site state (ledgers, noise caches) removed unless not
-    ``fresh_state``.  Returns the federation file.  Two benchmarks must not run on the same
-    federation directory at once (the second would remove the first's site state)."""
+    changed), the per-site deadline raised to SITE_TIMEOUT_S, earlier runs' site state
+    (ledgers, noise caches) removed unless not ``fresh_state``.  Returns the federation
+    file.  Two benchmarks must not run on the same federation directory at once (the second
+    would remove the first's site state)."""
     from fedquery.demo.federation import init_demo
 
     directory = demo_dir(data_dir, sites, per_site, seed)

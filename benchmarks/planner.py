@@ -100,25 +100,26 @@ def run(repeat: int, corpus: Path, limit: int = 0) -> list[dict]:
     for name, sql in queries[:limit] if limit else queries:
         row = {"query": name, "repeat": repeat}
         query = analyze(sql, schema)
-        row["parse_us"] = _time_us(lambda: parse_statement(sql), repeat)
-        row["analyze_us"] = _time_us(lambda: analyze(sql, schema), repeat)
+        row["parse_us"] = _time_us(lambda sql=sql: parse_statement(sql), repeat)
+        row["analyze_us"] = _time_us(lambda sql=sql: analyze(sql, schema), repeat)
         decision = decide(query, policy, "hospital_a", units)
         row["allowed"] = decision.allowed
-        row["decide_us"] = _time_us(lambda: decide(query, policy, "hospital_a", units), repeat)
-        row["plan_exact_us"] = _time_us(lambda: plan_query(query, units, Requirements()),
-                                        repeat)
+        row["decide_us"] = _time_us(
+            lambda query=query: decide(query, policy, "hospital_a", units), repeat)
+        row["plan_exact_us"] = _time_us(
+            lambda query=query: plan_query(query, units, Requirements()), repeat)
         try:
             plan_query(query, units, requirements, bounding, public_domains=domains)
         except Exception as err:  # noqa: BLE001 - a query the policy cannot bound
             row["plan_dp_us"] = float("nan")
             row["plan_dp_error"] = type(err).__name__
         else:
-            row["plan_dp_us"] = _time_us(lambda: plan_query(
+            row["plan_dp_us"] = _time_us(lambda query=query: plan_query(
                 query, units, requirements, bounding, public_domains=domains), repeat)
             row["plan_dp_error"] = ""
         # a distinct trailing comment per call: the coordinator's schema memo never hits
         row["typing_us"] = _time_us(
-            lambda: combiner.result_schema(f"{sql} -- {next(counter)}"), repeat)
+            lambda sql=sql: combiner.result_schema(f"{sql} -- {next(counter)}"), repeat)
         rows.append(row)
     return rows
 

@@ -176,13 +176,12 @@ def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int 
     DuckDB file.  Returns (label, wall ms, [(operator, seconds, rows)])."""
     import duckdb
 
+    from fedquery.demo.showcase import demo_policy_path, ensure_demo_data
     from fedquery.ir import Requirements
     from fedquery.plan import plan_query
     from fedquery.policy.contributions import bounding_of
     from fedquery.policy.load import load_policy
     from fedquery.sql import analyze
-
-    from fedquery.demo.showcase import demo_policy_path, ensure_demo_data
 
     paths = ensure_demo_data(common.demo_dir(data_dir, 3, patients // 3), 3, patients // 3,
                              common.SEED)
