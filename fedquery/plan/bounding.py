@@ -284,6 +284,26 @@ def _check_unit_links(state: PlanState) -> None:
                 _refuse_link("a scalar subquery")
 
 
+def _capped(cap: int, columns: list[str], hash_parts: str, key: str) -> str:
+    """The CTEs ``__over`` and ``__capped``: each unit's rows in ``__rows`` (its ``columns``),
+    at most ``cap`` of them — for a unit with more, the ``cap`` rows with the smallest keyed
+    hash.
+
+    Units within the cap (usually all of them) keep every row without a sort: only the rows
+    of over-cap units go through the window.  Rows whose unit is NULL count as one unit, as
+    ``PARTITION BY`` groups them.  The result is the same as the window over every row."""
+    rows, unit, over = _q("__rows"), _q("__unit"), _q("__over")
+    names = ", ".join(_q(c) for c in columns)
+    linked = f"SELECT 1 FROM {over} WHERE {over}.{unit} = {rows}.{unit}"
+    return (f"{over} AS (SELECT {unit} FROM {rows} GROUP BY {unit} HAVING COUNT(*) > {cap}), "
+            f"{_q('__capped')} AS ("
+            f"SELECT {names} FROM {rows} WHERE {unit} IS NOT NULL AND NOT EXISTS ({linked}) "
+            f"UNION ALL SELECT {names} FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {unit} "
+            f"ORDER BY md5(concat_ws('|', '{key}', {hash_parts}))) AS {_q('__rank')} "
+            f"FROM {rows} WHERE {unit} IS NULL OR EXISTS ({linked})) AS {_q('__ranked')} "
+            f"WHERE {_q('__rank')} <= {cap})")
+
+
 def bound_contributions(state: PlanState) -> PlanState:
     if state.bounding is None:
         return state
@@ -313,30 +333,32 @@ def bound_contributions(state: PlanState) -> PlanState:
                                 arg_bounds=arg_bounds, sensitivity=float(sensitivity)))
     groups = list(state.group_names)
     key_sql = [f"{k.sql(DIALECT)} AS {_q(g)}" for k, g in zip(state.group_keys, groups)]
-    hash_parts = ", ".join([f"CAST({unit.sql(DIALECT)} AS VARCHAR)"]
-                           + [f"CAST({k.sql(DIALECT)} AS VARCHAR)" for k in state.group_keys]
-                           + [f"CAST({p.argument} AS VARCHAR)"
-                              for p in state.partials if p.argument]
-                           + [f"CAST(({p.condition}) AS VARCHAR)"
-                              for p in state.partials if p.condition])
+    # The hash that picks which of an over-cap unit's rows are kept reads these columns
+    # (carried through __rows so that it is computed only for the rows of over-cap units).
+    hashed = ([f"{p.argument} AS {_q(f'__a_{j}')}" for j, p in enumerate(state.partials)
+               if p.argument]
+              + [f"({p.condition}) AS {_q(f'__c_{j}')}" for j, p in enumerate(state.partials)
+                 if p.condition])
+    hashed_names = ([f"__a_{j}" for j, p in enumerate(state.partials) if p.argument]
+                    + [f"__c_{j}" for j, p in enumerate(state.partials) if p.condition])
+    hash_parts = ", ".join(f"CAST({_q(name)} AS VARCHAR)"
+                           for name in ["__unit", *groups, *hashed_names])
+    columns = ["__unit", *groups, *(f"__v_{j}" for j in range(len(rows))), *hashed_names]
     key = state.bounding.hash_key.replace("'", "''")
     source = state.query.copy()
     for arg in ("having", "order", "limit", "offset", "distinct", "qualify", "group"):
         source.set(arg, None)
     source.set("expressions", [sqlglot.parse_one(f"{unit.sql(DIALECT)} AS {_q('__unit')}",
                                                  read=DIALECT)]
-               + [sqlglot.parse_one(s, read=DIALECT) for s in key_sql + rows]
-               + [sqlglot.parse_one(f"md5(concat_ws('|', '{key}', {hash_parts})) AS "
-                                    f"{_q('__h')}", read=DIALECT)])
+               + [sqlglot.parse_one(s, read=DIALECT) for s in key_sql + rows + hashed])
     sums = ", ".join(f"COALESCE(SUM({_q(f'__v_{j}')}), 0) AS {_q(p.name)}"
                      if p.kind != "count_distinct_unit" else
                      f"COUNT(DISTINCT {_q('__unit')}) FILTER (WHERE {_q(f'__v_{j}')} > 0) AS "
                      f"{_q(p.name)}" for j, p in enumerate(partials))
     group_by = f" GROUP BY {', '.join(_q(g) for g in groups)}" if groups else ""
     select_groups = "".join(f"{_q(g)}, " for g in groups)
-    fragment = (f"WITH {_q('__rows')} AS ({source.sql(DIALECT)}), {_q('__capped')} AS ("
-                f"SELECT * FROM {_q('__rows')} QUALIFY ROW_NUMBER() OVER (PARTITION BY "
-                f"{_q('__unit')} ORDER BY {_q('__h')}) <= {cap}) "
+    fragment = (f"WITH {_q('__rows')} AS ({source.sql(DIALECT)}), "
+                f"{_capped(cap, columns, hash_parts, key)} "
                 f"SELECT {select_groups}{sums} FROM {_q('__capped')}{group_by}")
     if groups:
         keys = _keys_sql(ctx, groups)

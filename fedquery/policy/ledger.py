@@ -226,13 +226,15 @@ class BudgetLedger:
 
     def reserved(self, analyst: str) -> float:
         """Rho held by live reservations of ``analyst`` (dead ones are reclaimed first)."""
-        return self._usage(analyst)[1]
+        return self.usage(analyst)[1]
 
     def remaining(self, analyst: str, budget_rho: float) -> float:
         """Rho still available to ``analyst`` under ``budget_rho`` (never negative)."""
-        return max(0.0, budget_rho - sum(self._usage(analyst)))
+        return max(0.0, budget_rho - sum(self.usage(analyst)))
 
-    def _usage(self, analyst: str) -> tuple[float, float]:
+    def usage(self, analyst: str) -> tuple[float, float]:
+        """(committed, reserved) rho of ``analyst``, read in one transaction (dead
+        reservations are reclaimed first)."""
         with self._tx() as db:
             self._reclaim(db)
             return _sum(db, "spends", analyst), _sum(db, "reservations", analyst)

@@ -61,6 +61,7 @@ def calibrate_scale(mechanism: str, sensitivity: int, loss: float) -> float:
                                   d_out=loss)
 
 
+@functools.lru_cache(maxsize=4096)
 def charged_rho(mechanism: str, scale: float, sensitivity: int) -> float:
     """zCDP ρ of one noisy partial, from OpenDP's privacy map."""
     measurement = _measurement(mechanism, scale)
@@ -91,8 +92,11 @@ def rho_for(epsilon: float, delta: float) -> float:
     return low
 
 
+@functools.lru_cache(maxsize=4096)
 def epsilon_of(rho: float, delta: float) -> float:
-    """ε at δ of a ρ-zCDP guarantee, by OpenDP's conversion (0 for ρ = 0)."""
+    """ε at δ of a ρ-zCDP guarantee, by OpenDP's conversion (0 for ρ = 0).  Memoised: the
+    conversion is a numerical search of some milliseconds, and a site shows the same spent
+    and total budgets again and again."""
     if rho <= 0:
         return 0.0
     gaussian = dp.m.make_gaussian(dp.atom_domain(T=float, nan=False),

@@ -79,14 +79,15 @@ class SitePrivacy:
 
     def budget(self, analyst: str) -> dict:
         total = self.budget_rho()
-        spent = self.ledger.spent(analyst)
-        remaining = self.ledger.remaining(analyst, total)
+        spent, held = self.ledger.usage(analyst)
+        remaining = max(0.0, total - spent - held)
+        epsilon_spent = epsilon_of(spent, self.delta)
         return {"analyst": analyst, "site": self.site, "mechanism": self.noise.mechanism,
                 "delta": self.delta, "rho_spent": spent, "rho_remaining": remaining,
                 "epsilon_budget": self.noise.budget_epsilon,
-                "epsilon_spent": epsilon_of(spent, self.delta),
+                "epsilon_spent": epsilon_spent,
                 "epsilon_remaining": None if remaining == float("inf") else (
-                    epsilon_of(total, self.delta) - epsilon_of(spent, self.delta))}
+                    epsilon_of(total, self.delta) - epsilon_spent)}
 
     # -- answering -----------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import math
 
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fedquery.errors import NotSupportedError
 from fedquery.protect.noise import plan_noise
@@ -171,6 +173,34 @@ def test_row_choice_with_a_filter_does_not_depend_on_storage_order(make_bounding
     results = {run_fragment(plan, table.take(pa.array(order)))[0]["p_0"]
                for order in (list(range(n)), list(range(n - 1, -1, -1)))}
     assert len(results) == 1
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(units=st.lists(st.tuples(st.integers(0, 2 * CAP + 1), st.sampled_from(["a", "b", None]),
+                                st.integers(0, 10)), min_size=0, max_size=12),
+       null_rows=st.integers(0, 2 * CAP + 1))
+def test_each_unit_keeps_min_of_its_rows_and_the_cap(units, null_rows, make_bounding, dp_plan,
+                                                      run_fragment, make_table):
+    """Every unit — the NULL unit's rows count as one — keeps min(rows, cap) of its rows,
+    whether it is within the cap (no window) or over it (the keyed choice)."""
+    plan = dp_plan("SELECT g, COUNT(*), SUM(x) FROM t GROUP BY g", make_bounding(cap=CAP))
+    pid, g, x = [], [], []
+    expected = {"a": [0, 0], "b": [0, 0], None: [0, 0]}
+    for unit, (rows, group, value) in enumerate(units):
+        pid += [unit] * rows
+        g += [group] * rows
+        x += [float(value)] * rows
+        expected[group][0] += min(rows, CAP)
+        expected[group][1] += min(rows, CAP) * value * 100  # SUM in cents (fixed point)
+    pid += [None] * null_rows
+    g += ["a"] * null_rows
+    x += [1.0] * null_rows
+    expected["a"][0] += min(null_rows, CAP)
+    expected["a"][1] += min(null_rows, CAP) * 100
+    count, total = (p.name for p in plan.fragment.partials)
+    got = {r["g_0"]: [r[count], r[total]] for r in run_fragment(plan, make_table(pid, g, x))}
+    assert got == expected
 
 
 # --- public-domain keys -------------------------------------------------------------------------
