@@ -142,6 +142,11 @@ class Bounding:
     domains: tuple[tuple[tuple[str, str], tuple], ...] = ()
     hash_key: str = ""  # the site's secret for ordering rows when capping (not random())
     fixed_point: int = 100  # sums of real values are released to 1/fixed_point
+    # The most rows any unit has in each table, counted on the very data the fragment will
+    # read (site statistics, ``site.unit_stats``; never leave the site).  Where they show
+    # that no unit can exceed the cap, the fragment keeps every row without the cap's
+    # GROUP BY (the same rows the cap would keep).
+    observed_rows: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -284,6 +284,25 @@ def _check_unit_links(state: PlanState) -> None:
                 _refuse_link("a scalar subquery")
 
 
+def _within_cap(state: PlanState, cap: int) -> bool:
+    """True when the site's statistics show that no unit can reach more than ``cap`` rows:
+    the query reads base tables only (FROM and JOINs on the unit, no CTE, derived table,
+    set operation or table function that could repeat a row), and the product over them of
+    the most rows any unit has in each is at most the cap.  A LEFT JOIN keeps a row where
+    the other side has none, hence max(n, 1)."""
+    observed = dict(state.bounding.observed_rows)
+    query = state.query
+    if not observed or not isinstance(query, exp.Select) or query.args.get("with"):
+        return False
+    sources = [query.args["from_"].this, *(j.this for j in query.args.get("joins") or [])]
+    if not all(isinstance(s, exp.Table) and isinstance(s.this, exp.Identifier)
+               for s in sources):
+        return False
+    names = [s.name.lower() for s in sources]
+    return all(n in observed for n in names) and math.prod(
+        max(observed[n], 1) for n in names) <= cap
+
+
 def _capped(cap: int, columns: list[str], hash_parts: str, key: str) -> str:
     """The CTEs ``__over`` and ``__capped``: each unit's rows in ``__rows`` (its ``columns``),
     at most ``cap`` of them — for a unit with more, the ``cap`` rows with the smallest keyed
@@ -357,8 +376,9 @@ def bound_contributions(state: PlanState) -> PlanState:
                      f"{_q(p.name)}" for j, p in enumerate(partials))
     group_by = f" GROUP BY {', '.join(_q(g) for g in groups)}" if groups else ""
     select_groups = "".join(f"{_q(g)}, " for g in groups)
-    fragment = (f"WITH {_q('__rows')} AS ({source.sql(DIALECT)}), "
-                f"{_capped(cap, columns, hash_parts, key)} "
+    capped = (f"{_q('__capped')} AS (SELECT * FROM {_q('__rows')})"
+              if _within_cap(state, cap) else _capped(cap, columns, hash_parts, key))
+    fragment = (f"WITH {_q('__rows')} AS ({source.sql(DIALECT)}), {capped} "
                 f"SELECT {select_groups}{sums} FROM {_q('__capped')}{group_by}")
     if groups:
         keys = _keys_sql(ctx, groups)

@@ -11,6 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from fedquery.errors import Error, InternalError
@@ -23,6 +24,7 @@ from fedquery.protect.disclosure import protect_site_cells
 from fedquery.site.audit import AuditLog
 from fedquery.site.privacy import SitePrivacy
 from fedquery.site.secure import answer_secure, explain_secure, require_secure_support
+from fedquery.site.unit_stats import UnitRowStats
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ class SiteService:
             for t in adapter.describe())
         self._units = {t.name: t.privacy_unit for t in self._tables if t.privacy_unit}
         self.secure = secure
+        self._unit_stats = (
+            UnitRowStats(adapter, self._units, (t for t, _ in self.privacy.bounding.row_caps))
+            if self.privacy is not None and getattr(adapter, "exact_data_version", False)
+            else None)
         self._preparer = Preparer({t.name: {c.name.lower(): c.type for c in t.columns}
                                    for t in self._tables}, self._units,
                                   self.policy.requirements(),
@@ -105,12 +111,35 @@ class SiteService:
             self.audit.append({**record, **fields,
                                "ms": round((time.perf_counter() - started) * 1000, 1)})
 
-    def _prepare(self, request: QueryRequest):
+    def _prepare(self, request: QueryRequest, observed: tuple = ()):
         """Parse and plan the analyst's SQL with this site's bounds (tightened by the
-        analyst's ``SET max_rows_per_unit`` under noise)."""
+        analyst's ``SET max_rows_per_unit`` under noise; ``observed``: the units' row counts
+        of ``site.unit_stats``, for the data the fragment will read)."""
         bounding = (self.privacy.bounding_for(request.settings)
                     if self.privacy is not None else None)
+        if bounding is not None and observed:
+            bounding = replace(bounding, observed_rows=observed)
         return self._preparer.prepare(request.sql, bounding, self._round_requirements(request))
+
+    def _prepare_to_run(self, request: QueryRequest):
+        """(prepared, execute) for answering: under noise, the plan uses the units' row
+        counts where the engine can vouch for them, and ``execute`` checks that the data is
+        still the data they were counted on — if not, it runs the fragment with the row cap
+        instead (the counts may no longer hold)."""
+        stats = self._unit_stats.current() if self._unit_stats is not None else None
+        if stats is None:
+            return self._prepare(request), self.adapter.execute
+        version, observed = stats
+        prepared = self._prepare(request, observed)
+
+        def execute(sql: str):
+            raw = self.adapter.execute(sql)
+            if self.adapter.data_version() == version:
+                return raw
+            log.info("site=%s event=data_changed_during_query: running the fragment again "
+                     "with the row cap", self.name)
+            return self.adapter.execute(self._prepare(request).plan.fragment.sql)
+        return prepared, execute
 
     def _round_requirements(self, request: QueryRequest) -> Requirements | None:
         """In a secure round: the stricter of the round's requirements and this site's own
@@ -121,7 +150,7 @@ class SiteService:
 
     def _answer(self, request: QueryRequest) -> SiteReply:
         started = time.perf_counter()
-        prepared = self._prepare(request)
+        prepared, execute = self._prepare_to_run(request)
         decision = decide(prepared.query, self.policy, self.name, self._units)
         if not decision.allowed:
             raise refusal(decision.fired)
@@ -133,14 +162,14 @@ class SiteService:
             require_secure_support(self.name, self.secure)
             return answer_secure(self.name, self.secure, request, prepared,
                                  self.policy.requirements(), self.policy.honest_sites,
-                                 self.adapter.execute, self.privacy)
+                                 execute, self.privacy)
         if self.policy.aggregation == "secure":
             raise refusal((RuleHit(
                 "R-SECURE", self.name, "aggregation", "the policy releases partials only "
                 "through secure aggregation, and the request is not a secure round",
                 "query through a federation with a key holder"),))
         if self.privacy is not None:
-            return self.privacy.answer(request, prepared, self.adapter.execute,
+            return self.privacy.answer(request, prepared, execute,
                                        self.adapter.data_version())
         fragment = plan.fragment
         raw = self.adapter.execute(fragment.sql)

@@ -37,6 +37,8 @@ class EngineAdapter(Protocol):
 
     #: sqlglot dialect name of the engine ("duckdb", "postgres", ...).
     dialect: str
+    # An adapter may also set ``exact_data_version = True`` when ``data_version()`` changes
+    # exactly when the data a fragment reads does (see ``site.unit_stats``); absent: False.
 
     def render(self, fragment: str | exp.Expression) -> str:
         """The planner's fragment (DuckDB SQL text or AST) as SQL for this engine."""
