@@ -28,6 +28,7 @@ import pstats
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks import common
@@ -181,6 +182,8 @@ def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int 
     from fedquery.plan import plan_query
     from fedquery.policy.contributions import bounding_of
     from fedquery.policy.load import load_policy
+    from fedquery.site.engines.duckdb import DuckDBAdapter
+    from fedquery.site.unit_stats import UnitRowStats
     from fedquery.sql import analyze
 
     paths = ensure_demo_data(common.demo_dir(data_dir, 3, patients // 3), 3, patients // 3,
@@ -192,8 +195,18 @@ def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int 
               for t in common.TABLES}
     analyzed = analyze(QUERIES[query], schema)
     bounding = bounding_of(policy, "profile-key")
+    adapter = DuckDBAdapter.from_duckdb_file(path, tuple(common.TABLES))
+    try:  # the site's own counts of rows per unit (site.unit_stats)
+        _, observed = UnitRowStats(adapter, common.UNITS, [t for t, _ in bounding.row_caps]
+                                   ).current()
+    finally:
+        adapter.close()
     fragments = {
-        "DP (demo policy: row cap, clamps)": plan_query(
+        "DP as the site runs it (counts within the caps: no row cap)": plan_query(
+            analyzed, common.UNITS, policy.requirements(),
+            replace(bounding, observed_rows=observed),
+            public_domains=bounding.domains).fragment.sql,
+        "DP with the row cap (data over a cap)": plan_query(
             analyzed, common.UNITS, policy.requirements(), bounding,
             public_domains=bounding.domains).fragment.sql,
         "exact (open policy)": plan_query(analyzed, common.UNITS, Requirements()).fragment.sql,

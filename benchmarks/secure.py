@@ -80,7 +80,7 @@ SITE_COMPONENTS = {
 OTHER_COMPONENTS = {
     "wire.site": ("fedquery.transport.inprocess", "InProcessClient", "query"),
     "coord.gather": ("fedquery.coordinator.dispatch", "Dispatcher", "gather"),
-    "coord.round": ("fedquery.coordinator.secure", None, "run_secure"),
+    "coord.round": ("fedquery.engine", None, "run_secure"),  # engine's own reference
     "he.add": ("fedquery.protect.he", None, "add"),  # coordinator sum or key holder re-sum
     "kh.wire": ("fedquery.keyholder.client", "InProcessKeyHolderClient", "release"),
     "kh.release": ("fedquery.keyholder.service", "KeyHolderService", "release"),
@@ -460,18 +460,19 @@ def _ms(value: float) -> str:
 def tables(results: list[dict], args) -> str:
     lines = []
     add = lines.append
-    add(f"`{query_sql(args.aggregates)}`: {args.groups:,} groups (+1 NULL key) × "
-        f"{args.aggregates} aggregates, {args.rows_per_site:,} rows per site; exact = no "
+    add(f"`{query_sql(args.aggregates)}`: groups (+1 NULL key) × "
+        f"{args.aggregates} aggregates, rows per site as given; exact = no "
         f"noise, min cell 1, no dominance; dp = Gaussian, ε = {EPSILON:g}, δ = {DELTA:g}, "
         "bounds, max_rows_per_unit 1.  Median of "
         f"{args.runs} concurrent runs (serial pass: median of {args.serial_runs}).")
     add("")
-    add("| sites | noise | plain ms | secure ms | ratio | plain reply B/site "
+    add("| groups | sites | rows/site | noise | plain ms | secure ms | ratio | plain reply B/site "
         "| secure reply B/site | of which ciphertext | bytes ratio | secure est. ms, own "
         "machines | plain est. ms, own machines |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        add(f"| {r['sites']} | {r['mode']} | {_ms(r['plain_ms'])} | {_ms(r['secure_ms'])} | "
+        add(f"| {r['groups']:,} | {r['sites']} | {r['rows_per_site']:,} | {r['mode']} | "
+            f"{_ms(r['plain_ms'])} | {_ms(r['secure_ms'])} | "
             f"{r['secure_ms'] / r['plain_ms']:.2f}× | {r['plain_reply_bytes']:,.0f} | "
             f"{r['secure_reply_bytes']:,.0f} | {r['ciphertext_bytes']:,.0f} "
             f"({r['ciphertexts']} × {r['profile']}, {r['slots']:,} slots) | "
@@ -481,14 +482,15 @@ def tables(results: list[dict], args) -> str:
     add("Secure mode, one site alone (serial pass; median over sites × runs, ms): the "
         "critical path a site in its own process sees.")
     add("")
-    add("| sites | noise | site total | concurrent (GIL) | policy check "
+    add("| groups | sites | rows/site | noise | site total | concurrent (GIL) | policy check "
         "| fragment | encode | share plan | noise shares | mask | mask apply | encrypt | sign "
         "| other | reply codec | plain site total |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         def s(c, r=r):
             return _ms(r[f"secure_site.{c}_ms"])
-        add(f"| {r['sites']} | {r['mode']} | {_ms(r['secure_site_ms'])} | "
+        add(f"| {r['groups']:,} | {r['sites']} | {r['rows_per_site']:,} | {r['mode']} | "
+            f"{_ms(r['secure_site_ms'])} | "
             f"{_ms(r['secure_site_concurrent_ms'])} | {s('policy_excl')} | "
             f"{s('fragment')} | {s('encode')} | {s('share_plan')} | "
             f"{s('noise_shares')} | {s('mask')} | {s('mask_apply')} | {s('encrypt')} | "
@@ -497,14 +499,15 @@ def tables(results: list[dict], args) -> str:
     add("Coordinator and key holder, secure mode (per query, median of the concurrent runs, "
         "ms):")
     add("")
-    add("| sites | noise | sites phase (gather) | coordinator sum (he.add) | key holder "
+    add("| groups | sites | rows/site | noise | sites phase (gather) | coordinator sum (he.add) | key holder "
         "release | verify | re-sum | decrypt | decode | cell checks | state (SQLite) "
         "| key holder incl. codec | coordinator other | release + post-process |")
-    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         def k(c, r=r):
             return _ms(r[f"secure_{c}_ms"])
-        add(f"| {r['sites']} | {r['mode']} | {k('coord.gather')} | {k('coord.sum')} | "
+        add(f"| {r['groups']:,} | {r['sites']} | {r['rows_per_site']:,} | {r['mode']} | "
+            f"{k('coord.gather')} | {k('coord.sum')} | "
             f"{k('kh.release')} | {k('kh.verify')} | {k('kh.resum')} | {k('kh.decrypt')} | "
             f"{k('kh.decode')} | {k('kh.checks')} | {k('kh.state')} | {k('kh.wire')} | "
             f"{k('coord.other')} | "
@@ -536,11 +539,14 @@ def write_csv(path: str, results: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=4096)
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, 64, 1024, 4096])
     parser.add_argument("--aggregates", type=int, default=3,
                         help="COUNT(*) and aggregates − 1 SUMs")
-    parser.add_argument("--sites", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--sites", type=int, nargs="+", default=[3, 10, 50])
     parser.add_argument("--rows-per-site", type=int, default=20_000)
+    parser.add_argument("--big", type=int, default=10_000_000,
+                        help="also this many rows in all over 3 sites, at the most groups "
+                             "(0: not)")
     parser.add_argument("--runs", type=int, default=5, help="timed concurrent runs (median)")
     parser.add_argument("--serial-runs", type=int, default=2,
                         help="timed runs with one site at a time (the breakdown)")
@@ -552,9 +558,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--verbose", action="store_true", help="progress on stderr")
     args = parser.parse_args(argv)
     if args.quick:
-        args.groups, args.sites, args.rows_per_site = 64, [3], 500
-        args.runs, args.serial_runs = 1, 1
-    if args.aggregates < 1 or args.groups < 1 or min(args.sites) < 2 or args.runs < 1 \
+        args.groups, args.sites, args.rows_per_site = [64], [3], 500
+        args.runs, args.serial_runs, args.big = 1, 1, 0
+    if args.aggregates < 1 or min(args.groups) < 1 or min(args.sites) < 2 or args.runs < 1 \
             or args.serial_runs < 1:
         parser.error("need --aggregates ≥ 1, --groups ≥ 1, --sites ≥ 2, --runs ≥ 1 and "
                      "--serial-runs ≥ 1")
@@ -574,13 +580,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cleanup.callback(logger.setLevel, level)
         tmp = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="fedquery-secure-bench-"))
         cleanup.enter_context(instrumented(recorder))
-        for n_sites in args.sites:
-            sites = make_sites(n_sites, args.groups, args.aggregates, args.rows_per_site)
+        points = [(g, n, args.rows_per_site) for g in args.groups for n in args.sites]
+        if args.big:
+            points.append((max(args.groups), 3, -(-args.big // 3)))
+        for groups, n_sites, per_site in points:
+            sites = make_sites(n_sites, groups, args.aggregates, per_site)
             for mode in args.modes:
-                progress(f"{n_sites} sites, {mode} …")
-                results.append(measure(sites, mode, args.groups, args.aggregates, args.runs,
-                                       args.serial_runs, recorder, Path(tmp),
-                                       warmup=not args.quick, log=progress))
+                progress(f"{groups} groups, {n_sites} sites x {per_site:,} rows, {mode} …")
+                result = measure(sites, mode, groups, args.aggregates, args.runs,
+                                 args.serial_runs, recorder, Path(tmp),
+                                 warmup=not args.quick, log=progress)
+                results.append({**result, "rows_per_site": per_site})
+            del sites
 
     print(tables(results, args))
     if args.csv:

@@ -196,23 +196,46 @@ class BudgetLedger:
 
     def commit(self, reservation: Reservation) -> None:
         """Turn the reservation into a committed spend; a second commit is a no-op."""
-        res = reservation
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM spends WHERE reservation_id = ?", (res.id,)).fetchone():
-                return
-            row = db.execute("SELECT analyst, rho, query_id, created FROM reservations "
-                             "WHERE id = ?", (res.id,)).fetchone()
-            expired = row is not None and row[3] < time.time() - self.reservation_ttl_s
-            valid = row is not None and row[:3] == (res.analyst, res.rho, res.query_id)
-            if valid and not expired:
-                db.execute("INSERT INTO spends VALUES (?, ?, ?, ?, ?)",
-                           (res.analyst, res.query_id, res.rho, time.time(), res.id))
-            if valid:  # committed or expired: the reservation is gone either way
-                db.execute("DELETE FROM reservations WHERE id = ?", (res.id,))
-        if not valid or expired:
-            state = "expired" if valid else "unknown or reclaimed"
-            raise OperationalError(f"budget ledger {str(self.path)!r}: the reservation for query "
-                                   f"{res.query_id!r} is {state}; nothing committed")
+            failure = self._commit(db, reservation)
+        if failure:
+            raise OperationalError(failure)
+
+    def commit_and_cache(self, reservations: list[Reservation], key: str,
+                         value: bytes) -> bytes:
+        """Commit every reservation and store the answer they paid for under ``key``, in one
+        transaction (one fsync): the spends and the answer are durable together.  Returns
+        the stored answer (first writer wins).  If any reservation cannot be committed,
+        nothing is stored and OperationalError is raised (as ``commit``)."""
+        with self._tx() as db:
+            failures = [f for f in (self._commit(db, r) for r in reservations) if f]
+            if not failures:
+                db.execute("INSERT OR IGNORE INTO noise_cache VALUES (?, ?, ?)",
+                           (key, bytes(value), time.time()))
+                stored = bytes(db.execute("SELECT value FROM noise_cache WHERE key = ?",
+                                          (key,)).fetchone()[0])
+        if failures:
+            raise OperationalError(failures[0])
+        return stored
+
+    def _commit(self, db: sqlite3.Connection, res: Reservation) -> str | None:
+        """Commit ``res`` inside the caller's transaction; the reason it cannot, or None."""
+        if db.execute("SELECT 1 FROM spends WHERE reservation_id = ?", (res.id,)).fetchone():
+            return None
+        row = db.execute("SELECT analyst, rho, query_id, created FROM reservations "
+                         "WHERE id = ?", (res.id,)).fetchone()
+        expired = row is not None and row[3] < time.time() - self.reservation_ttl_s
+        valid = row is not None and row[:3] == (res.analyst, res.rho, res.query_id)
+        if valid and not expired:
+            db.execute("INSERT INTO spends VALUES (?, ?, ?, ?, ?)",
+                       (res.analyst, res.query_id, res.rho, time.time(), res.id))
+        if valid:  # committed or expired: the reservation is gone either way
+            db.execute("DELETE FROM reservations WHERE id = ?", (res.id,))
+        if valid and not expired:
+            return None
+        state = "expired" if valid else "unknown or reclaimed"
+        return (f"budget ledger {str(self.path)!r}: the reservation for query "
+                f"{res.query_id!r} is {state}; nothing committed")
 
     def rollback(self, reservation: Reservation) -> None:
         """Release the reservation; no-op if already released or committed."""

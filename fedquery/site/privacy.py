@@ -135,15 +135,14 @@ class SitePrivacy:
             flagged, _ = protect_site_cells(noisy, plan.fragment.group_columns,
                                             tuple(p.name for p in plan.fragment.partials), None)
             reply = SiteReply(self.site, plan.fingerprint, flagged, 0, meta)
-            for reservation in reservations:
-                self.ledger.commit(reservation)
         except BaseException:
             # The fragment touched the data, so even a failure depends on it: it is charged
             # like an answer (otherwise failing queries would be free yes/no oracles).
             for reservation in reservations:
                 self.ledger.commit(reservation)
             raise
-        stored = self.ledger.cache_put(key, codec.encode_reply(reply))
+        # the spend and the answer it paid for, in one durable transaction
+        stored = self.ledger.commit_and_cache(reservations, key, codec.encode_reply(reply))
         released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
         return SiteReply(released.site, plan.fingerprint, released.partials,
                          released.suppressed, released.meta + (

@@ -214,6 +214,36 @@ def test_cache_put_get_and_first_writer_wins(tmp_path):
         assert one.spent("anyone") == 0.0  # the cache costs nothing
 
 
+def test_commit_and_cache_stores_the_spends_and_the_answer_together(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    with BudgetLedger(path) as one, BudgetLedger(path) as two:
+        spend = one.reserve("alice", 0.25, budget_rho=1.0, query_id="q1")
+        delta = one.reserve("alice\x1fdelta", 1e-9, budget_rho=1e-7, query_id="q1")
+        assert one.commit_and_cache([spend, delta], "k1", b"first") == b"first"
+        assert one.spent("alice") == 0.25 and one.spent("alice\x1fdelta") == 1e-9
+        assert one.reserved("alice") == 0.0
+        # a second answer under the same key: its spend counts, the first answer stays
+        other = two.reserve("alice", 0.25, budget_rho=1.0, query_id="q2")
+        assert two.commit_and_cache([other], "k1", b"second") == b"first"
+        assert two.spent("alice") == 0.5
+        one.commit(spend)  # already committed: a no-op
+        assert one.spent("alice") == 0.5
+
+
+def test_commit_and_cache_stores_nothing_when_a_reservation_is_gone(tmp_path):
+    with BudgetLedger(tmp_path / "l.sqlite", reservation_ttl_s=0.05) as led:
+        ok = led.reserve("alice", 0.2, budget_rho=1.0, query_id="q1")
+        late = led.reserve("alice", 0.3, budget_rho=1.0, query_id="q2")
+        time.sleep(0.1)
+        with pytest.raises(OperationalError, match="'q2' is expired"):
+            led.commit_and_cache([late], "k", b"answer")
+        assert led.cache_get("k") is None
+        forged = Reservation(ok.id, "alice", 0.01, "q1")
+        with pytest.raises(OperationalError, match="unknown or reclaimed"):
+            led.commit_and_cache([forged], "k", b"answer")
+        assert led.cache_get("k") is None and led.spent("alice") == 0.0
+
+
 # --- concurrency ------------------------------------------------------------------------------
 
 def _spend_worker(path: str, worker: int, n: int, barrier, results) -> None:
