@@ -171,6 +171,19 @@ def _operators(node: dict, out: list) -> None:
         _operators(child, out)
 
 
+class _Connection:
+    """A DuckDB connection as ``UnitRowStats`` reads it (data that does not change here)."""
+
+    def __init__(self, con) -> None:
+        self._con = con
+
+    def execute(self, sql: str):
+        return self._con.execute(sql).to_arrow_table()
+
+    def data_version(self) -> str:
+        return "profiled"
+
+
 def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int = 0) -> list:
     """DuckDB's own profile (JSON) of one site's fragment: the bounded DP fragment the site
     runs under the demo policy vs the exact fragment under the open policy, on that site's
@@ -182,7 +195,6 @@ def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int 
     from fedquery.plan import plan_query
     from fedquery.policy.contributions import bounding_of
     from fedquery.policy.load import load_policy
-    from fedquery.site.engines.duckdb import DuckDBAdapter
     from fedquery.site.unit_stats import UnitRowStats
     from fedquery.sql import analyze
 
@@ -195,12 +207,10 @@ def fragment_profile(patients: int, query: str, data_dir: Path, site_index: int 
               for t in common.TABLES}
     analyzed = analyze(QUERIES[query], schema)
     bounding = bounding_of(policy, "profile-key")
-    adapter = DuckDBAdapter.from_duckdb_file(path, tuple(common.TABLES))
-    try:  # the site's own counts of rows per unit (site.unit_stats)
-        _, observed = UnitRowStats(adapter, common.UNITS, [t for t, _ in bounding.row_caps]
-                                   ).current()
-    finally:
-        adapter.close()
+    # the site's own counts of rows per unit (site.unit_stats), on this connection (a site
+    # adapter would lock the configuration that profiling needs)
+    _, observed = UnitRowStats(_Connection(con), common.UNITS,
+                               [t for t, _ in bounding.row_caps]).current()
     fragments = {
         "DP as the site runs it (counts within the caps: no row cap)": plan_query(
             analyzed, common.UNITS, policy.requirements(),

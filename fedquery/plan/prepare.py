@@ -8,6 +8,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from sqlglot import exp
 
 from fedquery.ir import Bounding, FederatedPlan, Requirements
+from fedquery.plan.canonical import canonical_text
 from fedquery.plan.planner import plan_query
 from fedquery.sql import analyze
 from fedquery.sql.lineage import BaseColumn, base_columns_of_query
@@ -27,6 +29,12 @@ class Prepared:
     query: exp.Expression  # qualified AST; treat as read-only
     plan: FederatedPlan
     base_columns: frozenset[BaseColumn]
+
+    @functools.cached_property
+    def canonical(self) -> str:
+        """The query's canonical text (``plan.canonical``): computed once per prepared
+        query, as the memo keeps it, not once per run."""
+        return canonical_text(self.query)
 
 
 class Preparer:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from fedquery.errors import ConfigError, PolicyViolation
 from fedquery.ir import Bounding, QueryRequest, RuleHit, SiteReply
-from fedquery.plan.canonical import canonical_text
 from fedquery.policy.contributions import bounding_of, with_row_cap
 from fedquery.policy.ledger import BudgetLedger
 from fedquery.policy.model import Policy
@@ -98,7 +97,7 @@ class SitePrivacy:
                            self.noise.mechanism, epsilon, delta or self.delta,
                            plan.fragment.threshold)
         key = hashlib.sha256("\n".join([
-            canonical_text(prepared.query), self.policy.content_hash, self.noise.mechanism,
+            prepared.canonical, self.policy.content_hash, self.noise.mechanism,
             repr(epsilon), repr(delta), repr(plan.fragment.row_cap),
             data_version]).encode()).hexdigest()
         cached = self.ledger.cache_get(key)
