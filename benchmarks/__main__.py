@@ -17,9 +17,9 @@ runs per point, 2 and 4 sites, the overhead without site processes — Flight is
 (tests/benchmarks/test_quick.py) so that the benchmarks never rot.  Its numbers mean
 nothing.
 
-The full run's largest size (10 million patients) takes about an hour on 2 cores and needs
-the memory of a 24 GiB machine: the DP fragments of ``labs_scan`` hold several GiB per site
-(see the README); ``--patients 100000 1000000`` leaves it out.
+The full run takes about 25 minutes on 2 cores (plus ~5 minutes the first time, to generate
+and cache the 10-million-patient demo data and TPC-H SF 1 under ``--data-dir``) and stays
+within a few GiB of memory; ``--patients 100000 1000000`` leaves the largest size out.
 
 The accuracy plot of a full run goes to ``benchmarks/accuracy.png`` (beside the README); a
 quick run writes it under ``--out``.  ``benchmarks.pushdown`` needs a PostgreSQL server: it
