@@ -178,7 +178,7 @@ class _Connection:
         self._con = con
 
     def execute(self, sql: str):
-        return self._con.execute(sql).to_arrow_table()
+        return self._con.sql(sql).to_arrow_table()
 
     def data_version(self) -> str:
         return "profiled"
