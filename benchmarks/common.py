@@ -242,15 +242,43 @@ def in_process_open(paths: dict[str, Path]):
     return Connection(Engine(clients), user="bench")
 
 
-def start_sites(processes, federation, wait: float = 120.0) -> None:
+def start_sites(processes, federation, wait: float = 120.0, attempts: int = 3) -> None:
     """Start every site of ``federation`` as a ``fedquery site serve`` process, in parallel
-    (each start waits for its own port file)."""
+    (each start waits for its own port file).
+
+    The ports were picked when the federation was written, possibly long ago: a site that
+    cannot start (its port taken meanwhile, by anything) is started again on a port free now,
+    up to ``attempts`` times, and ``federation.yaml`` (in ``processes.directory``) is updated
+    with the ports the sites listen on; connect after this returns."""
+    from fedquery.demo.federation import free_port
+    from fedquery.errors import OperationalError
+
+    def start(name: str, port: int) -> tuple[str, int, int]:
+        first = port
+        for attempt in range(attempts):
+            try:
+                processes.start(name, port, wait=wait)
+                return name, first, port
+            except OperationalError:
+                if attempt == attempts - 1:
+                    raise
+                port = free_port()
+        raise AssertionError("unreachable")
+
     with cf.ThreadPoolExecutor(max_workers=len(federation.sites)) as pool:
-        futures = [pool.submit(processes.start, site.name,
-                               int(site.endpoint.rsplit(":", 1)[1]), wait=wait)
-                   for site in federation.sites]
-        for future in futures:
-            future.result()
+        started = [future.result() for future in [
+            pool.submit(start, site.name, int(site.endpoint.rsplit(":", 1)[1]))
+            for site in federation.sites]]
+    moved = [(name, old, new) for name, old, new in started if new != old]
+    if moved:
+        path = processes.directory / "federation.yaml"
+        text = path.read_text()
+        for name, old, new in moved:
+            text, n = re.subn(rf"(\n\s*{re.escape(name)}:\s*{{endpoint:\s*grpc\+tls://"
+                              rf"127\.0\.0\.1:){old}\b", rf"\g<1>{new}", text)
+            if n != 1:
+                raise RuntimeError(f"cannot update {name}'s port in {path}")
+        path.write_text(text)
 
 
 def run_query(conn, sql: str) -> list[tuple]:
