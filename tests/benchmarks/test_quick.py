@@ -25,7 +25,7 @@ TABLES = {
     "sites": ("| query | transport | sites | patients | pooled DuckDB ms |", "sites.csv"),
     "tpch": ("| query | result rows | pooled DuckDB ms | federated ms | ratio |", "tpch.csv"),
     "flight_latency": ("| sites | transport | median ms | ratio |", "flight_latency.csv"),
-    "secure": ("| sites | noise | plain ms | secure ms | ratio |", "secure.csv"),
+    "secure": ("| groups | sites | rows/site | noise | plain ms | secure ms | ratio |", "secure.csv"),
 }
 
 
