@@ -53,6 +53,13 @@ def _measurement(mechanism: str, scale: float):
     return dp.m.make_gaussian(domain, metric, scale=scale)
 
 
+@functools.lru_cache(maxsize=256)
+def _noiser(mechanism: str, scale: float):
+    """The measurement that noises a vector at ``scale``: built once, invoked per query
+    (each invocation draws fresh noise)."""
+    return _measurement(mechanism, scale)
+
+
 @functools.lru_cache(maxsize=4096)
 def calibrate_scale(mechanism: str, sensitivity: int, loss: float) -> float:
     """The smallest noise scale whose OpenDP privacy map at ``sensitivity`` is at most
@@ -222,7 +229,7 @@ def add_noise(table: pa.Table, plan: NoisePlan) -> pa.Table:
     columns = {name: table[name] for name in table.column_names}
     for p in plan.partials:
         exact = [int(v) for v in pc.fill_null(columns[p.name], 0).to_pylist()]
-        noisy = _measurement(plan.mechanism, p.scale)(exact) if exact else []
+        noisy = _noiser(plan.mechanism, p.scale)(exact) if exact else []
         if p.fixed_point == 1:
             columns[p.name] = pa.array(noisy, pa.int64())
         else:

@@ -141,8 +141,10 @@ class SitePrivacy:
                 self.ledger.commit(reservation)
             raise
         # the spend and the answer it paid for, in one durable transaction
-        stored = self.ledger.commit_and_cache(reservations, key, codec.encode_reply(reply))
-        released = codec.decode_reply(stored)  # first writer wins: everyone sees one answer
+        encoded = codec.encode_reply(reply)
+        stored = self.ledger.commit_and_cache(reservations, key, encoded)
+        # first writer wins: everyone sees one answer (ours, unless another got there first)
+        released = reply if stored == encoded else codec.decode_reply(stored)
         return SiteReply(released.site, plan.fingerprint, released.partials,
                          released.suppressed, released.meta + (
                              ("cached", False), ("rho_charged", noise.rho),
