@@ -17,7 +17,7 @@ runs per point, 2 and 4 sites, the overhead without site processes — Flight is
 (tests/benchmarks/test_quick.py) so that the benchmarks never rot.  Its numbers mean
 nothing.
 
-The full run takes about 16 minutes on 2 cores (plus ~4 minutes the first time, to generate
+The full run takes about 15 minutes on 2 cores (plus ~4 minutes the first time, to generate
 and cache the 10-million-patient demo data and TPC-H SF 1 under ``--data-dir``) and stays
 within a few GiB of memory; ``--patients 100000 1000000`` leaves the largest size out.
 
