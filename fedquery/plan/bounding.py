@@ -292,7 +292,8 @@ def _within_cap(state: PlanState, cap: int) -> bool:
     the other side has none, hence max(n, 1)."""
     observed = dict(state.bounding.observed_rows)
     query = state.query
-    if not observed or not isinstance(query, exp.Select) or query.args.get("with"):
+    if (not observed or not isinstance(query, exp.Select) or query.args.get("with")
+            or query.args.get("from_") is None):
         return False
     sources = [query.args["from_"].this, *(j.this for j in query.args.get("joins") or [])]
     if not all(isinstance(s, exp.Table) and isinstance(s.this, exp.Identifier)
