@@ -34,6 +34,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = Path(os.environ.get("FEDQUERY_BENCH_DATA", ROOT / "benchmarks" / ".data"))
@@ -173,6 +174,25 @@ def demo_federation(data_dir: Path, sites: int, per_site: int, seed: int = SEED,
     if fresh_state:  # the site processes' ledgers and noise caches of earlier runs
         shutil.rmtree(directory / "state", ignore_errors=True)
     return federation
+
+
+class DemoSetup(NamedTuple):
+    """A benchmark's demo federation: its file, directory, loaded federation and the sites'
+    DuckDB files."""
+
+    file: Path
+    directory: Path
+    federation: object
+    paths: dict[str, Path]
+
+
+def demo_setup(data_dir: Path, sites: int, per_site: int, **options) -> DemoSetup:
+    """``demo_federation`` (same ``options``), loaded, with its sites' files."""
+    from fedquery.transport.federation import load_federation
+
+    file = demo_federation(data_dir, sites, per_site, **options)
+    federation = load_federation(file)
+    return DemoSetup(file, file.parent, federation, site_paths(file.parent, federation))
 
 
 def site_paths(directory: Path, federation) -> dict[str, Path]:

@@ -150,14 +150,9 @@ def run_size(patients: int, sites: int, repeat: int, data_dir: Path, flight: boo
     in-process sites are closed (each DuckDB instance keeps what it allocated, and at 10M
     patients the in-process sites and the site processes together exhaust 24 GiB); the
     Flight ratio is then taken against that pass's own pooled baseline."""
-    from fedquery.transport.federation import load_federation
-
     per_site = patients // sites
     started = time.perf_counter()
-    federation_file = common.demo_federation(data_dir, sites, per_site)
-    directory = federation_file.parent
-    federation = load_federation(federation_file)
-    paths = common.site_paths(directory, federation)
+    federation_file, directory, federation, paths = common.demo_setup(data_dir, sites, per_site)
     common.pooled_file(directory, paths)
     log(f"  {sites} x {per_site:,} patients ready in {time.perf_counter() - started:.1f} s "
         f"({directory})")

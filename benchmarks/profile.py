@@ -113,15 +113,12 @@ def top_functions(stats: pstats.Stats, per: int, n: int, prefix: str) -> list[tu
 
 def run(patients: int, query: str, runs: int, new_sql: bool, exact: bool,
         data_dir: Path) -> dict:
-    from fedquery.transport.federation import load_federation
-
     per_site = patients // 3
     # fresh_state=False: the in-process sites keep their state in a temporary directory
-    federation_file = common.demo_federation(data_dir, 3, per_site, fresh_state=False)
-    directory = federation_file.parent
-    federation = load_federation(federation_file)
+    _, directory, federation, paths = common.demo_setup(data_dir, 3, per_site,
+                                                        fresh_state=False)
     state = tempfile.TemporaryDirectory(prefix="fedquery-bench-state-")
-    conn = (common.in_process_open(common.site_paths(directory, federation)) if exact else
+    conn = (common.in_process_open(paths) if exact else
             common.in_process_dp(directory, federation, Path(state.name)))
     sites = SiteProfiles()
     for client in conn.engine.clients:

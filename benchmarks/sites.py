@@ -32,14 +32,9 @@ def run_sites(k: int, patients: int, repeat: int, data_dir: Path, flight: bool,
               queries: tuple[str, ...], log=print) -> list[dict]:
     import fedquery
     from fedquery.demo.launcher import SiteProcesses
-    from fedquery.transport.federation import load_federation
-
     per_site = patients // k
     started = time.perf_counter()
-    federation_file = common.demo_federation(data_dir, k, per_site)
-    directory = federation_file.parent
-    federation = load_federation(federation_file)
-    paths = common.site_paths(directory, federation)
+    federation_file, directory, federation, paths = common.demo_setup(data_dir, k, per_site)
     pooled = common.pooled_connection(directory, paths)
     log(f"  {k} x {per_site:,} patients ready in {time.perf_counter() - started:.1f} s")
     rows = []
